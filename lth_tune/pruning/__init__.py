@@ -1,0 +1,44 @@
+"""Masks (torch.nn.utils.prune reparametrisation), pruning criteria (paper 000, Table 2) and rewinding.
+
+See docs/design.md. Typical IMP level (Frankle & Carbin 2019; Frankle et al. 2020)::
+
+    attach_masks(model, ignore=["fc"])
+    init = snapshot(model)                      # or after k iterations (rewinding)
+    for level in range(levels):
+        train(model)
+        prune_step(model, 0.2, criterion="large_final", strategy="global")
+        rewind(model, init)
+"""
+
+from .criteria import CRITERIA, STRATEGIES, keep_scores, prune_step
+from .masks import (
+    apply_mask_to_weights,
+    attach_masks,
+    density,
+    effective_weights,
+    is_masked,
+    load_mask_state,
+    mask_state,
+    masked_layers,
+    masks,
+)
+from .rewind import rewind, set_weights, snapshot
+
+__all__ = [
+    "CRITERIA",
+    "STRATEGIES",
+    "apply_mask_to_weights",
+    "attach_masks",
+    "density",
+    "effective_weights",
+    "is_masked",
+    "keep_scores",
+    "load_mask_state",
+    "mask_state",
+    "masked_layers",
+    "masks",
+    "prune_step",
+    "rewind",
+    "set_weights",
+    "snapshot",
+]

@@ -1,0 +1,87 @@
+"""Pruning criteria and the one-step pruning operation.
+
+Criteria follow paper 000 (Sakamoto & Sato), Table 2, whose names come from Zhou et al. (2019):
+``large_final`` keeps the weights with the largest final magnitude |θ| (= IMP, Frankle & Carbin 2019),
+``small_final`` keeps the smallest, ``random`` prunes uniformly at random.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .masks import masked_layers, refresh
+
+CRITERIA = ("large_final", "small_final", "random")
+STRATEGIES = ("global", "layerwise")
+
+
+def keep_scores(
+    weight: torch.Tensor, criterion: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Per-weight score, higher = more worth keeping; the lowest-scoring unpruned weights are removed."""
+    if criterion == "large_final":
+        return weight.detach().abs()
+    if criterion == "small_final":
+        return -weight.detach().abs()
+    if criterion == "random":
+        device = generator.device if generator is not None else weight.device
+        return torch.rand(weight.shape, generator=generator, device=device).to(weight.device)
+    raise ValueError(f"unknown pruning criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+
+
+def prune_step(
+    model,
+    fraction: float,
+    *,
+    criterion: str = "large_final",
+    strategy: str = "global",
+    generator: torch.Generator | None = None,
+) -> None:
+    """Prune ``round(fraction * remaining)`` of the currently unpruned weights of the masked layers.
+
+    ``strategy="global"`` ranks all masked layers' unpruned weights together (OpenLTH
+    ``sparse_global``, as in Frankle et al. 2020 for ResNet-20/VGG-16); ``"layerwise"`` removes
+    ``round(fraction * remaining_l)`` in each layer separately. Pruned weights are never revived.
+    ``round`` is Python's (half to even). Ties are broken deterministically: among equal scores the
+    weight that comes first (layer registration order, then row-major position) is removed first.
+    ``random`` draws its scores from ``generator`` (a ``torch.Generator``; global RNG when None).
+    Masks must have been attached with :func:`attach_masks`.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown pruning criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown pruning strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"pruning fraction must be in [0, 1], got {fraction}")
+    layers = [m for _, m in masked_layers(model)]
+    if not layers:
+        raise ValueError("prune_step: the model has no masks; call lth_tune.pruning.attach_masks first")
+
+    with torch.no_grad():
+        alive, scores = [], []
+        for m in layers:
+            alive_idx = torch.nonzero(m.weight_mask.reshape(-1)).squeeze(1)
+            alive.append(alive_idx)
+            scores.append(keep_scores(m.weight_orig, criterion, generator).reshape(-1)[alive_idx])
+
+        if strategy == "layerwise":
+            removals = []
+            for s in scores:
+                k = round(float(fraction) * s.numel())
+                removals.append(torch.sort(s, stable=True).indices[:k])
+        else:
+            device = scores[0].device
+            flat = torch.cat([s.to(device) for s in scores])
+            k = round(float(fraction) * flat.numel())
+            order = torch.sort(flat, stable=True).indices[:k]
+            sizes = torch.tensor([s.numel() for s in scores], device=device)
+            offsets = torch.cumsum(sizes, 0) - sizes
+            layer_of = torch.repeat_interleave(torch.arange(len(scores), device=device), sizes)[order]
+            removals = [(order[layer_of == i] - offsets[i]).to(scores[i].device) for i in range(len(scores))]
+
+        for m, alive_idx, rem in zip(layers, alive, removals):
+            if rem.numel():
+                flat_mask = m.weight_mask.view(-1)  # prune.identity masks are contiguous
+                flat_mask[alive_idx[rem]] = 0
+    for m in layers:
+        refresh(m)

@@ -1,0 +1,145 @@
+"""Pruning masks in ``torch.nn.utils.prune``'s reparametrisation.
+
+Each masked layer has a parameter ``weight_orig``, a buffer ``weight_mask`` (float 0/1, same dtype and
+device as the weight) and ``weight = weight_orig * weight_mask`` recomputed by a forward pre-hook.
+Gradients w.r.t. ``weight_orig`` are therefore zero at pruned positions, so optimisers (SGD, SAM, NVRM
+perturbations) and curvature tools (PyHessian) only ever move unpruned weights. Masks are changed in
+place (never by stacking ``PruningContainer``s).
+
+Layer names are module names as returned by :func:`lth_tune.models.prunable_layers` (``"fc"``,
+``"blocks.0.conv1"``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from lth_tune.models import prunable_layers
+
+_SUFFIXES = (".weight_mask", ".weight_orig", ".weight")
+
+
+def _layer_name(key: str) -> str:
+    """``"fc.weight"`` / ``"fc.weight_mask"`` / ``"fc"`` -> ``"fc"`` (a bare ``"weight"`` -> ``""``)."""
+    for suffix in _SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+        if key == suffix[1:]:
+            return ""
+    return key
+
+
+def is_masked(module: nn.Module) -> bool:
+    """Whether ``module.weight`` is reparametrised as ``weight_orig * weight_mask``."""
+    return "weight_orig" in module._parameters and "weight_mask" in module._buffers
+
+
+def masked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for every prunable layer that carries a mask, in registration order."""
+    return [(n, m) for n, m in prunable_layers(model) if is_masked(m)]
+
+
+def refresh(module: nn.Module) -> None:
+    """Recompute ``module.weight = weight_orig * weight_mask`` now (the forward pre-hook does it anyway
+    at every forward; this keeps ``module.weight`` right between forwards, e.g. after a mask change)."""
+    module.weight = module.weight_orig * module.weight_mask
+
+
+def _check_names(model: nn.Module, names: Iterable[str], what: str) -> dict[str, nn.Module]:
+    layers = dict(prunable_layers(model))
+    unknown = sorted(set(names) - set(layers))
+    if unknown:
+        valid = list(layers)
+        shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
+        raise ValueError(f"{what}: unknown prunable layer name(s) {unknown}; prunable layers: {shown}")
+    return layers
+
+
+def attach_masks(model: nn.Module, ignore: Iterable[str] | str = ()) -> None:
+    """Attach an all-ones mask (``prune.identity``) to every prunable layer not listed in ``ignore``.
+
+    ``ignore`` holds module names such as ``"fc"`` (``"fc.weight"``, OpenLTH's spelling, is accepted
+    too); unknown names raise ValueError. Layers that already carry a mask are left untouched, so the
+    call is idempotent.
+    """
+    if isinstance(ignore, str):
+        ignore = (ignore,)
+    ignore = {_layer_name(n) for n in ignore}
+    layers = _check_names(model, ignore, "attach_masks(ignore=...)")
+    for name, module in layers.items():
+        if name not in ignore and not is_masked(module):
+            prune.identity(module, "weight")
+
+
+def masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``{layer name: weight_mask}`` for the masked layers. These are the live buffers (float 0/1):
+    modify them only through this package."""
+    return {n: m.weight_mask for n, m in masked_layers(model)}
+
+
+def density(model: nn.Module) -> float:
+    """Fraction of the masked layers' weights that are unpruned (1.0 when nothing is masked)."""
+    total = kept = 0
+    for _, m in masked_layers(model):
+        total += m.weight_mask.numel()
+        kept += int(torch.count_nonzero(m.weight_mask))
+    return kept / total if total else 1.0
+
+
+def effective_weights(model: nn.Module, *, include_unmasked: bool = False) -> dict[str, torch.Tensor]:
+    """``{layer name: weight_orig * weight_mask}`` (detached) for the masked layers; with
+    ``include_unmasked`` also the plain ``weight`` of prunable layers without a mask (e.g. an ignored
+    ``fc``)."""
+    out = {}
+    for name, m in prunable_layers(model):
+        if is_masked(m):
+            out[name] = (m.weight_orig * m.weight_mask).detach()
+        elif include_unmasked:
+            out[name] = m.weight.detach().clone()
+    return out
+
+
+def apply_mask_to_weights(model: nn.Module) -> None:
+    """Zero ``weight_orig`` at pruned positions, so pruned weights are exactly zero in storage too
+    (before saving / evaluating / measuring norms of ``weight_orig``)."""
+    with torch.no_grad():
+        for _, m in masked_layers(model):
+            m.weight_orig.mul_(m.weight_mask)
+    for _, m in masked_layers(model):
+        refresh(m)
+
+
+def mask_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Masks as plain CPU bool tensors ``{layer name: mask}`` for checkpoints
+    (``torch.load(..., weights_only=True)`` loads them)."""
+    return {n: m.weight_mask.detach().to("cpu", torch.bool).clone() for n, m in masked_layers(model)}
+
+
+def load_mask_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Load masks saved by :func:`mask_state` (keys may also be state-dict style ``"fc.weight_mask"``).
+
+    Layers of ``state`` without a mask get one attached first, so this works on a freshly built model
+    (after which ``model.load_state_dict`` of a masked checkpoint also works). Raises ValueError for
+    unknown layers, shape mismatches, or layers of ``model`` that are masked but absent from ``state``.
+    """
+    state = {_layer_name(k): v for k, v in state.items()}
+    layers = _check_names(model, state, "load_mask_state")
+    extra = sorted(n for n, _ in masked_layers(model) if n not in state)
+    if extra:
+        raise ValueError(f"load_mask_state: model has masks on layers missing from the state: {extra}")
+    for name, value in state.items():
+        module = layers[name]
+        if tuple(value.shape) != tuple(module.weight.shape):
+            raise ValueError(
+                f"load_mask_state: mask for {name!r} has shape {tuple(value.shape)}, "
+                f"weight has {tuple(module.weight.shape)}"
+            )
+        if not is_masked(module):
+            prune.identity(module, "weight")
+        with torch.no_grad():
+            module.weight_mask.copy_(value.to(module.weight_mask.device) != 0)
+        refresh(module)
