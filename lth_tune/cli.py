@@ -1,0 +1,87 @@
+"""Command line: ``lth-tune sweep|validate|analyze``.
+
+Bad input (malformed study file, unknown key, out-of-range value, missing dataset) is reported as one
+line naming the key and the fix, with exit code 2, before any Ray cluster starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lth_tune.config import StudyError, load_study
+
+EXIT_USAGE = 2
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study file, e.g. search_spaces/l2init.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any key, e.g. --set experiment.train.epochs=2 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lth-tune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a study file (and overrides) without running anything")
+    _add_study_args(p)
+
+    p = sub.add_parser("sweep", help="run a study on Ray Tune with an Optuna sampler")
+    _add_study_args(p)
+    p.add_argument("--address", default=None, help="join a running Ray cluster (default: start a local one)")
+    p.add_argument("--storage", default=None, help="experiment storage: a local/shared path or a URI (s3://, gs://)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument("-v", "--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune progress output level")
+
+    p = sub.add_parser("analyze", help="tables, figures and certified selection for a finished experiment")
+    p.add_argument("experiment", help="experiment directory (contains study.json and results.csv)")
+    p.add_argument("--out", default=None, help="where to write tables/figures (default: EXPERIMENT/analysis)")
+    p.add_argument("--delta", type=float, default=None, help="confidence δ for certified selection")
+    return parser
+
+
+def cmd_validate(args) -> int:
+    study = load_study(args.study, args.overrides)
+    s = study.search
+    grid = s.grid()
+    print(f"{args.study}: ok — study '{study.name}', {len(grid)} searched keys, grid size K={s.grid_size()}, "
+          f"{s.trials()} trials with the {s.sampler} sampler")
+    for key, values in grid.items():
+        print(f"  {key}: {values}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from lth_tune.tune.sweep import run_sweep
+
+    study = load_study(args.study, args.overrides)
+    outcome = run_sweep(study, address=args.address, storage=args.storage, resume=args.resume,
+                        source=str(Path(args.study).resolve()), verbose=args.verbose)
+    return 1 if outcome.num_trials and outcome.num_errors == outcome.num_trials else 0
+
+
+def cmd_analyze(args) -> int:
+    from analysis import analyze_experiment
+
+    return analyze_experiment(args.experiment, out=args.out, delta=args.delta)
+
+
+COMMANDS = {"validate": cmd_validate, "sweep": cmd_sweep, "analyze": cmd_analyze}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except StudyError as err:
+        print(f"lth-tune: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lth-tune: interrupted; continue with `lth-tune sweep FILE --resume`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

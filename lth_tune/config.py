@@ -1,0 +1,357 @@
+"""Typed study configuration shared by YAML study files, `--set` overrides and the Tune trainables.
+
+A study file has four sections::
+
+    experiment:  what one trial runs (data, model, training, regulariser, IMP, flatness, bound, seed)
+    search:      how Optuna explores a *finite declared grid* over experiment keys
+    resources:   per-trial CPU / fractional GPU / torch threads
+    output:      where results go
+
+Every searched parameter lives on a finite grid, so the grid size K used by the union bound
+(paper 004 App. D.2: "we tuned only on a finite grid of values, and by a union bound argument…")
+is known before the first trial runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATASETS = ("mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100")
+MODEL_NAMES = ("mlp", "conv1d", "lenet_300_100", "lenet5", "resnet20", "vgg16")
+
+
+class StudyError(ValueError):
+    """A study file or override is invalid. The message is one line naming the key and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+class DataConfig(_Strict):
+    dataset: Literal["mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100"] = "mnist1d"
+    root: str | None = Field(None, description="dataset directory (default: $LTH_TUNE_DATA or ~/.cache/lth_tune/data)")
+    download: bool = False
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training labels flipped (paper 000 §3.1)")
+    train_subset: int | None = Field(None, gt=0)
+    augment: bool | None = None
+
+
+class ModelConfig(_Strict):
+    name: Literal["mlp", "conv1d", "lenet_300_100", "lenet5", "resnet20", "vgg16"] = "mlp"
+    widths: list[int] | None = None
+    width: int | None = Field(None, gt=0)
+
+    @field_validator("widths")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(w <= 0 for w in v):
+            raise ValueError("every width must be a positive integer")
+        return v
+
+
+class TrainConfig(_Strict):
+    optimizer: Literal["sgd", "sam", "nvrm"] = "sgd"
+    lr: float = Field(0.1, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(128, gt=0)
+    epochs: int = Field(10, gt=0)
+    milestones: list[int] = Field(default_factory=list, description="epochs at which lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    rho: float = Field(0.05, gt=0.0, description="SAM neighbourhood radius ρ (Foret et al. 2021)")
+    adaptive: bool = Field(False, description="adaptive SAM (Kwon et al. 2021)")
+    nvrm_b: float = Field(0.01, gt=0.0, description="NVRM noise scale b (Xie et al. 2021)")
+
+    @model_validator(mode="after")
+    def _milestones(self):
+        if any(m <= 0 or m > self.epochs for m in self.milestones):
+            raise ValueError(f"milestones must lie in 1..epochs={self.epochs}, got {self.milestones}")
+        return self
+
+
+class RegularizerConfig(_Strict):
+    kind: Literal["none", "l2_init", "l2_norm"] = "none"
+    lam: float = Field(0.0, ge=0.0, description="λ of paper 000 eq. (1)")
+
+
+class PruningConfig(_Strict):
+    levels: int = Field(8, ge=0, description="IMP levels after the dense level 0")
+    fraction: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of remaining weights pruned per level")
+    strategy: Literal["global", "layerwise"] = "global"
+    criterion: Literal["large_final", "small_final", "random"] = "large_final"
+    ignore: list[str] = Field(default_factory=list, description="module names never pruned, e.g. ['fc']")
+    rewind_iteration: int = Field(0, ge=0, description="0 = rewind to init, k = rewind to iteration k")
+
+    def density_at(self, level: int) -> float:
+        return (1.0 - self.fraction) ** level
+
+
+class FlatnessConfig(_Strict):
+    """Flatness measurements on the trained ticket (paper 000 §3.2, §4.2)."""
+
+    levels: list[int] | Literal["last", "all", "none"] = "none"
+    trace: bool = True
+    top_eig: bool = True
+    landscape: bool = False
+    sharpness_sigma: float | None = Field(None, gt=0.0)
+    n_batches: int = Field(4, gt=0)
+    batch_size: int = Field(500, gt=0)
+    trace_iters: int = Field(100, gt=0)
+    method: Literal["pyhessian", "fast"] = "pyhessian"
+
+
+class BoundConfig(_Strict):
+    """PAC-Bayes bound of the trained ticket (paper 000 §4.3)."""
+
+    levels: list[int] | Literal["last", "all", "none"] = "none"
+    prior_sigma: float = Field(0.01, gt=0.0, description="prior standard deviation σ_p (a searched grid value)")
+    delta: float = Field(0.05, gt=0.0, lt=1.0)
+    delta_prime: float = Field(0.01, gt=0.0, lt=1.0)
+    mc_samples: int = Field(100, gt=0)
+    steps: int = Field(200, ge=0, description="optimisation steps for the posterior variance")
+
+
+class ExperimentConfig(_Strict):
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    regularizer: RegularizerConfig = Field(default_factory=RegularizerConfig)
+    pruning: PruningConfig = Field(default_factory=PruningConfig)
+    flatness: FlatnessConfig = Field(default_factory=FlatnessConfig)
+    bound: BoundConfig = Field(default_factory=BoundConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def with_params(self, params: dict[str, Any]) -> "ExperimentConfig":
+        """A copy with dotted-key values (e.g. ``{"train.lr": 0.01}``) substituted and re-validated."""
+        raw = self.model_dump()
+        for key, value in params.items():
+            _set_dotted(raw, key, value)
+        return ExperimentConfig.model_validate(raw)
+
+
+# --------------------------------------------------------------------------- search space
+
+
+class GridParam(_Strict):
+    """One searched experiment key on a finite grid: ``choice``, or a ``log``/``linear`` range with ``points``."""
+
+    choice: list[Any] | None = None
+    log: tuple[float, float] | None = None
+    linear: tuple[float, float] | None = None
+    points: int | None = Field(None, ge=2)
+    include_zero: bool = False
+    base: Literal["10", "e", "2"] = "10"
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("choice", "log", "linear") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of choice: [...], log: [low, high] or linear: [low, high]")
+        if kinds[0] == "choice":
+            if not self.choice:
+                raise ValueError("choice must list at least one value")
+            if self.points is not None:
+                raise ValueError("points is only for log/linear ranges")
+        else:
+            if self.points is None:
+                raise ValueError(f"{kinds[0]} range needs points: N (the grid must be finite)")
+            lo, hi = getattr(self, kinds[0])
+            if not lo < hi:
+                raise ValueError(f"{kinds[0]} range needs low < high, got [{lo}, {hi}]")
+            if kinds[0] == "log" and lo <= 0:
+                raise ValueError("log range needs low > 0 (use include_zero: true to add 0)")
+        return self
+
+    def values(self) -> list[Any]:
+        if self.choice is not None:
+            vals = list(self.choice)
+        elif self.log is not None:
+            lo, hi = self.log
+            vals = [float(v) for v in np.geomspace(lo, hi, self.points)]
+        else:
+            lo, hi = self.linear
+            vals = [float(v) for v in np.linspace(lo, hi, self.points)]
+        vals = [_round_sig(v) if isinstance(v, float) else v for v in vals]
+        if self.include_zero and 0 not in vals:
+            vals = [0.0] + vals
+        return vals
+
+
+def _round_sig(x: float, sig: int = 10) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    return round(x, sig - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+class SearchConfig(_Strict):
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    seed: int = 0
+    num_trials: int | None = Field(None, gt=0, description="default: the grid size (every grid point once)")
+    max_concurrent: int = Field(2, gt=0)
+    metric: str = "val_acc"
+    mode: Literal["min", "max"] = "max"
+    space: dict[str, GridParam] = Field(default_factory=dict)
+    max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint")
+    storage: str | None = Field(None, description="Optuna RDB URL (e.g. sqlite:///study.db); None = in memory")
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {key: p.values() for key, p in self.space.items()}
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid().values()) if self.space else 1
+
+    def trials(self) -> int:
+        return self.num_trials or self.grid_size()
+
+
+class ResourcesConfig(_Strict):
+    cpu: float = Field(1.0, gt=0.0)
+    gpu: float = Field(0.0, ge=0.0)
+    torch_threads: int = Field(1, gt=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _fractional(cls, v):
+        if v > 1 and v != int(v):
+            raise ValueError("gpu above 1 must be a whole number")
+        return v
+
+
+class OutputConfig(_Strict):
+    dir: str = "results"
+    name: str | None = Field(None, description="experiment name (default: the study name)")
+
+
+class StudyConfig(_Strict):
+    name: str
+    description: str = ""
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _space_keys(self):
+        base = self.experiment
+        for key, param in self.search.space.items():
+            if not _has_dotted(base.model_dump(), key):
+                raise ValueError(f"search.space.{key}: unknown experiment key")
+            for v in param.values():
+                try:
+                    base.with_params({key: v})
+                except ValidationError as err:
+                    msg = _first_error(err)
+                    raise ValueError(f"search.space.{key}: grid value {v!r} is invalid: {msg}") from None
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.output.name or self.name
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        if not isinstance(cur.get(p), dict):
+            cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = value
+
+
+def _has_dotted(d: dict, key: str) -> bool:
+    cur: Any = d
+    for p in key.split("."):
+        if not isinstance(cur, dict) or p not in cur:
+            return False
+        cur = cur[p]
+    return True
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        return f"{loc}: unknown key (check spelling; see docs/study-files.md)"
+    if e["type"] == "literal_error":
+        return f"{loc}: {msg}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` → (key, YAML-parsed value)."""
+    if "=" not in text:
+        raise StudyError(f"--set {text!r}: expected key=value, e.g. --set experiment.train.lr=0.01")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise StudyError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise StudyError(f"--set {key}: value {raw!r} is not valid YAML ({err.__class__.__name__})") from None
+    return key, value
+
+
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read a study YAML (``yaml.safe_load``), apply ``--set key=value`` overrides, validate strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: study file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise StudyError(f"{path}:{where} malformed YAML ({getattr(err, 'problem', err)})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study file must be a mapping with experiment/search/resources/output")
+    raw.setdefault("name", path.stem)
+    return study_from_dict(raw, overrides, source=str(path))
+
+
+def study_from_dict(raw: dict, overrides=(), source: str = "<study>") -> StudyConfig:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key.startswith("search.space.") and isinstance(value, dict):
+            _set_dotted_space(raw, key, value)
+        else:
+            _set_dotted(raw, key, value)
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise StudyError(f"{source}: {_first_error(err)}") from None
+
+
+def _set_dotted_space(raw: dict, key: str, value: dict) -> None:
+    # search.space keys themselves contain dots: search.space.<experiment key>
+    space = raw.setdefault("search", {}).setdefault("space", {})
+    space[key.removeprefix("search.space.")] = value
+
+
+def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
+    """Every point of the declared grid (for the grid sampler and for union bounds)."""
+    grid = search.grid()
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]

@@ -1,0 +1,77 @@
+"""Training and evaluation loops over tensor-resident datasets (``lth_tune.data.batches``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lth_tune.data import Split, batches
+from lth_tune.training.optim import Stepper
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN/inf; the trial ends as errored with this reason."""
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) on ``split``; (nan, nan) if it is empty."""
+    if len(split) == 0:
+        return math.nan, math.nan
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for x, y in batches(split, batch_size, shuffle=False):
+        out = model(x)
+        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+    model.train(was_training)
+    return loss_sum / len(split), correct / len(split)
+
+
+def train_epochs(
+    model: nn.Module,
+    split: Split,
+    stepper: Stepper,
+    *,
+    epochs: int,
+    batch_size: int,
+    milestones: list[int] = (),
+    gamma: float = 0.1,
+    generator: torch.Generator | None = None,
+    augment: bool = False,
+    regularizer: Callable[[nn.Module], torch.Tensor | float] | None = None,
+    on_iteration: Callable[[int], None] | None = None,
+) -> float:
+    """SGD-style training with a milestone schedule (lr ×γ at each epoch in ``milestones``).
+
+    ``on_iteration(t)`` is called after iteration t (1-based) — IMP uses it to take the rewind snapshot.
+    Returns the mean training loss of the last epoch. Raises ``DivergedError`` on a non-finite loss.
+    """
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(stepper.optimizer, milestones=list(milestones), gamma=gamma)
+    model.train()
+    iteration, last = 0, math.nan
+    for _epoch in range(epochs):
+        total, count = torch.zeros(()), 0
+        for x, y in batches(split, batch_size, generator=generator, shuffle=True, augment=augment):
+
+            def closure(x=x, y=y):
+                loss = F.cross_entropy(model(x), y)
+                if regularizer is not None:
+                    loss = loss + regularizer(model)
+                return loss
+
+            loss = stepper.step(closure)
+            iteration += 1
+            total, count = total.to(loss.device) + loss * len(y), count + len(y)
+            if on_iteration is not None:
+                on_iteration(iteration)
+        scheduler.step()
+        last = total.item() / max(count, 1)  # one device sync per epoch, not per step
+        if not math.isfinite(last):
+            raise DivergedError(f"training loss is {last} in epoch {_epoch + 1}: lower the learning rate")
+    return last

@@ -1,0 +1,1 @@
+"""Ray Tune integration: trainables (one Tune iteration = one IMP level) and the sweep driver."""

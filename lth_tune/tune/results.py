@@ -1,0 +1,158 @@
+"""The experiment's results table: one row per trial per level, written as results arrive.
+
+``ResultsTable`` is a Tune callback on the driver. It rewrites ``results.csv`` atomically after every
+reported level, keyed by (trial_id, level) so a trial restored from a checkpoint never produces
+duplicated rows, and it starts from the rows already on disk so a resumed experiment keeps everything
+computed before the interruption.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+RESULTS_FILE = "results.csv"
+#: Tune's bookkeeping keys that are not worth a column.
+_SKIP = {
+    "done", "timesteps_total", "episodes_total", "training_iteration", "timestamp", "date", "hostname",
+    "node_ip", "pid", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
+    "checkpoint_dir_name", "should_checkpoint", "experiment_tag", "config",
+}
+
+
+def result_row(trial_id: str, trial_name: str, config: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"trial_id": trial_id, "trial_name": trial_name}
+    row.update({f"config/{k}": v for k, v in sorted(_flat(config).items())})
+    row.update({k: v for k, v in result.items() if k not in _SKIP and not isinstance(v, dict)})
+    return row
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def order_rows(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    df = df.drop_duplicates(subset=["trial_id", "level"], keep="last")
+    return df.sort_values(["trial_id", "level"]).reset_index(drop=True)
+
+
+class ResultsTable(tune.Callback):
+    """Maintains ``<experiment>/results.csv`` and per-trial status in ``trials.csv`` while Tune runs."""
+
+    def __init__(self, experiment_dir: str | Path):
+        self.dir = Path(experiment_dir)
+        self._load()
+
+    def __getstate__(self):  # Tune pickles callbacks into tuner.pkl: never carry stale rows
+        return {"dir": self.dir}
+
+    def __setstate__(self, state):
+        self.dir = state["dir"]
+        self._load()
+
+    def setup(self, **info):
+        self._load()
+
+    def _load(self) -> None:
+        """Start from what is on disk, so a resumed experiment keeps its earlier rows."""
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        self.status: dict[str, dict[str, Any]] = {}
+        path = self.dir / RESULTS_FILE
+        if path.is_file():
+            for row in pd.read_csv(path).to_dict("records"):
+                self.rows[(row["trial_id"], int(row["level"]))] = row
+        if (self.dir / "trials.csv").is_file():
+            for row in pd.read_csv(self.dir / "trials.csv").to_dict("records"):
+                self.status[row["trial_id"]] = row
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = result_row(trial.trial_id, str(trial), trial.config, result)
+        self.rows[(trial.trial_id, int(result["level"]))] = row
+        self.status[trial.trial_id] = {"trial_id": trial.trial_id, "trial_name": str(trial),
+                                       "status": "RUNNING", "levels": int(result["level"]) + 1, "error": ""}
+        self.flush()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._set_status(trial, "TERMINATED", "")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._set_status(trial, "ERROR", _error_text(trial))
+
+    def _set_status(self, trial, status: str, error: str) -> None:
+        st = self.status.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "trial_name": str(trial), "levels": 0})
+        st.update(status=status, error=error)
+        self.flush()
+
+    def frame(self) -> pd.DataFrame:
+        return order_rows(pd.DataFrame(list(self.rows.values())))
+
+    def flush(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.rows:
+            write_csv_atomic(order_rows(pd.DataFrame(list(self.rows.values()))), self.dir / RESULTS_FILE)
+        if self.status:
+            write_csv_atomic(pd.DataFrame(list(self.status.values())), self.dir / "trials.csv")
+
+
+def _error_text(trial) -> str:
+    """The last line of the trial's error (Tune stores the traceback in error.txt)."""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text() if path and Path(path).is_file() else ""
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "trial failed (see the trial's error.txt)"
+
+
+def load_results(experiment_dir: str | Path) -> pd.DataFrame:
+    path = Path(experiment_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results yet (run `lth-tune sweep` first)")
+    return pd.read_csv(path)
+
+
+def summary(df: pd.DataFrame, metric: str, mode: str, search_keys: list[str]) -> str:
+    """Best configuration (by the study metric at each trial's last level) and test accuracy vs density."""
+    if df.empty:
+        return "no results"
+    last = df.sort_values("level").groupby("trial_id").tail(1)
+    last = last[last[metric].notna()] if metric in last else last
+    lines = []
+    if metric in last and not last.empty:
+        best = last.loc[last[metric].idxmax() if mode == "max" else last[metric].idxmin()]
+        params = ", ".join(f"{k}={best.get('config/' + k)}" for k in search_keys) or "(no searched keys)"
+        lines.append(f"best trial {best['trial_id']} ({metric}={best[metric]:.4f} at density "
+                     f"{best['density']:.3f}): {params}")
+    cols = [f"config/{k}" for k in search_keys if f"config/{k}" in df]
+    table = df.copy()
+    table["density"] = table["density"].round(3)
+    label = table[cols].astype(str).agg(", ".join, axis=1) if cols else table["trial_id"]
+    table["config"] = label
+    pivot = table.pivot_table(index="config", columns="density", values="test_acc", aggfunc="mean")
+    pivot = pivot[sorted(pivot.columns, reverse=True)]
+    lines.append("test accuracy by density (columns) for each configuration (rows: " + ", ".join(search_keys) + ")")
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format",
+                           lambda v: "nan" if math.isnan(v) else f"{v:.3f}"):
+        lines.append(pivot.to_string())
+    return "\n".join(lines)

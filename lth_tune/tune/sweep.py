@@ -1,0 +1,209 @@
+"""`lth-tune sweep`: a Ray Tune ``Tuner`` driven by a seeded Optuna sampler over the study's finite grid."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from lth_tune.config import StudyConfig, StudyError
+
+STUDY_FILE = "study.json"
+_SCALARS = (bool, int, float, str, type(None))
+
+
+@dataclass
+class SweepOutcome:
+    experiment_dir: Path
+    results: pd.DataFrame
+    num_trials: int
+    num_errors: int
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def experiment_dir(study: StudyConfig, storage: str | None) -> tuple[str, Path]:
+    """(Tune storage_path, local experiment directory for results.csv / study.json)."""
+    storage = storage or study.output.dir
+    if is_uri(storage):
+        # Checkpoints and trial logs go to the URI; the driver also mirrors its tables there (see _upload).
+        return storage, Path(study.output.dir).resolve() / study.experiment_name
+    local = Path(storage.removeprefix("file://")).expanduser().resolve()
+    return str(local), local / study.experiment_name
+
+
+def prepare_data(study: StudyConfig) -> None:
+    """Fail before any cluster starts if the dataset is missing; generate/cache MNIST-1D once here."""
+    from lth_tune.data import DatasetNotFoundError, dataset_available, load_dataset
+
+    d = study.experiment.data
+    if d.dataset == "mnist1d":
+        load_dataset("mnist1d", root=d.root, val_fraction=0.0, device="cpu")
+        return
+    if dataset_available(d.dataset, d.root):
+        return
+    if not d.download:
+        try:  # produces the DatasetNotFoundError message that says where to put the files
+            load_dataset(d.dataset, root=d.root, download=False, device="cpu")
+        except DatasetNotFoundError as err:
+            raise StudyError(f"experiment.data.dataset: {err}") from None
+    try:
+        load_dataset(d.dataset, root=d.root, download=True, val_fraction=0.0, device="cpu")
+    except DatasetNotFoundError as err:
+        raise StudyError(f"experiment.data.dataset: {err}") from None
+
+
+def search_space(study: StudyConfig) -> tuple[dict[str, Any], dict[str, list]]:
+    """Optuna distributions over the grid, plus the grid lists of keys whose values are not scalars."""
+    space, encoded = {}, {}
+    for key, values in study.search.grid().items():
+        if all(isinstance(v, _SCALARS) for v in values):
+            space[key] = optuna.distributions.CategoricalDistribution(values)
+        else:
+            encoded[key] = values
+            space[key] = optuna.distributions.CategoricalDistribution(list(range(len(values))))
+    return space, encoded
+
+
+def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+    s = study.search
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed)
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    grid = {k: list(d.choices) for k, d in search_space(study)[0].items()}
+    return optuna.samplers.GridSampler(grid, seed=s.seed)
+
+
+def make_searcher(study: StudyConfig):
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    space, _ = search_space(study)
+    storage = None
+    if study.search.storage:
+        storage = optuna.storages.RDBStorage(study.search.storage)
+    searcher = OptunaSearch(
+        space=space or None, metric=study.search.metric, mode=study.search.mode, sampler=make_sampler(study),
+        seed=study.search.seed, study_name=study.experiment_name if storage else None, storage=storage,
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=study.search.max_concurrent)
+
+
+def make_trainable(study: StudyConfig):
+    from ray import tune
+
+    from lth_tune.tune.trainable import imp_trainable
+
+    _, encoded = search_space(study)
+    base = study.experiment.model_dump(mode="json")
+    if base["data"]["root"] is not None:  # trials run in their own working directory
+        base["data"]["root"] = str(Path(base["data"]["root"]).expanduser().resolve())
+    r = study.resources
+    fn = tune.with_parameters(imp_trainable, base=base, encoded=encoded, threads=r.torch_threads,
+                              gpu_fraction=r.gpu if r.gpu < 1 else 0.0)
+    return tune.with_resources(fn, {"cpu": r.cpu, "gpu": r.gpu})
+
+
+def num_samples(study: StudyConfig) -> int:
+    n = study.search.trials()
+    return min(n, study.search.grid_size()) if study.search.sampler == "grid" else n
+
+
+def write_study(study: StudyConfig, exp_dir: Path, source: str | None) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "study": study.model_dump(mode="json"),
+        "source": source,
+        "grid": study.search.grid(),
+        "grid_size": study.search.grid_size(),
+        "num_trials": num_samples(study),
+    }
+    tmp = exp_dir / (STUDY_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, exp_dir / STUDY_FILE)
+
+
+def read_study_record(exp_dir: str | Path) -> dict[str, Any]:
+    path = Path(exp_dir) / STUDY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not an lth-tune experiment directory (no {STUDY_FILE})")
+    return json.loads(path.read_text())
+
+
+def check_resume(study: StudyConfig, exp_dir: Path, resume: bool) -> None:
+    exists = (exp_dir / STUDY_FILE).is_file()
+    if resume and not exists:
+        raise StudyError(f"--resume: no experiment at {exp_dir}; drop --resume to start it")
+    if not resume and exists:
+        raise StudyError(
+            f"output: experiment {exp_dir} already exists; pass --resume to continue it or "
+            f"--set output.name=NEW to start another"
+        )
+    if resume:
+        saved = read_study_record(exp_dir)
+        if saved["grid"] != json.loads(json.dumps(study.search.grid())):
+            raise StudyError(f"--resume: the study's search.space differs from the one saved in {exp_dir}/{STUDY_FILE}")
+
+
+def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | None = None,
+              resume: bool = False, source: str | None = None, verbose: int = 1) -> SweepOutcome:
+    """Validate data, start (or join) Ray, run the Tuner, write results.csv, print the summary."""
+    import ray
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from lth_tune.tune.results import RESULTS_FILE, ResultsTable, order_rows, summary
+
+    storage_path, exp_dir = experiment_dir(study, storage)
+    check_resume(study, exp_dir, resume)
+    prepare_data(study)
+    if not resume:
+        write_study(study, exp_dir, source)
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=verbose > 1)
+    try:
+        trainable = make_trainable(study)
+        table = ResultsTable(exp_dir)
+        if resume:
+            tuner = tune.Tuner.restore(str(Path(storage_path) / study.experiment_name) if not is_uri(storage_path)
+                                       else f"{storage_path.rstrip('/')}/{study.experiment_name}",
+                                       trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=make_searcher(study), num_samples=num_samples(study),
+                    metric=study.search.metric, mode=study.search.mode,
+                    trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                ),
+                run_config=tune.RunConfig(
+                    name=study.experiment_name, storage_path=storage_path,
+                    failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=[table, CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()],
+                    verbose=verbose,
+                ),
+            )
+        grid = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    df = order_rows(pd.read_csv(exp_dir / RESULTS_FILE)) if (exp_dir / RESULTS_FILE).is_file() else table.frame()
+    errors = sum(1 for r in grid if r.error is not None)
+    print(summary(df, study.search.metric, study.search.mode, list(study.search.space)))
+    if errors:
+        print(f"{errors} of {len(grid)} trials errored; reasons in {exp_dir / 'trials.csv'}")
+    print(f"results: {exp_dir / 'results.csv'}   TensorBoard: tensorboard --logdir {Path(storage_path) / study.experiment_name}")
+    return SweepOutcome(exp_dir, df, len(grid), errors)

@@ -1,0 +1,57 @@
+"""Ray Tune function trainables.
+
+``imp_trainable``: one ``tune.report`` per IMP level (level 0 = dense network), each with a checkpoint
+holding the complete ``IMPRun`` state, so a retried or restored trial continues at the next level and
+reproduces the numbers of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from lth_tune.config import ExperimentConfig
+
+CHECKPOINT_FILE = "imp_state.pt"
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any], encoded: dict[str, list] | None = None) -> ExperimentConfig:
+    """The trial's experiment: the study's experiment with the searched grid values substituted.
+
+    Grid values that are not scalars (e.g. a list of widths) travel through Optuna as their index in
+    ``encoded[key]``.
+    """
+    encoded = encoded or {}
+    decoded = {k: (encoded[k][v] if k in encoded else v) for k, v in params.items()}
+    return ExperimentConfig.model_validate(base).with_params(decoded)
+
+
+def configure_torch(threads: int, gpu_fraction: float = 0.0) -> None:
+    """One torch thread per trial unless configured; cap this process's share of a packed GPU."""
+    torch.set_num_threads(threads)
+    if 0 < gpu_fraction < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction)
+
+
+def imp_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict | None = None,
+                  threads: int = 1, gpu_fraction: float = 0.0) -> None:
+    """IMP as a Tune trainable: report + checkpoint after every level."""
+    from lth_tune.imp import IMPRun
+
+    configure_torch(threads, gpu_fraction)
+    cfg = trial_config(base, config, encoded)
+    run = IMPRun(cfg)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True))
+    while not run.finished:
+        metrics = run.next_level()
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
