@@ -14,6 +14,7 @@ from .criteria import CRITERIA, STRATEGIES, keep_scores, prune_step
 from .masks import (
     apply_mask_to_weights,
     attach_masks,
+    copy_model,
     density,
     effective_weights,
     is_masked,
@@ -29,6 +30,7 @@ __all__ = [
     "STRATEGIES",
     "apply_mask_to_weights",
     "attach_masks",
+    "copy_model",
     "density",
     "effective_weights",
     "is_masked",

@@ -29,6 +29,20 @@ def keep_scores(
     raise ValueError(f"unknown pruning criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
 
 
+def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` lowest entries of a 1-D tensor; among equal scores the lower index goes
+    first (deterministic on CPU and CUDA; O(n) via ``kthvalue`` rather than a full sort)."""
+    n = scores.numel()
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long, device=scores.device)
+    if k >= n:
+        return torch.arange(n, device=scores.device)
+    threshold = torch.kthvalue(scores, k).values
+    below = torch.nonzero(scores < threshold).squeeze(1)
+    tied = torch.nonzero(scores == threshold).squeeze(1)[: k - below.numel()]
+    return torch.cat([below, tied])
+
+
 def prune_step(
     model,
     fraction: float,
@@ -68,12 +82,12 @@ def prune_step(
             removals = []
             for s in scores:
                 k = round(float(fraction) * s.numel())
-                removals.append(torch.sort(s, stable=True).indices[:k])
+                removals.append(lowest_k(s, k))
         else:
             device = scores[0].device
             flat = torch.cat([s.to(device) for s in scores])
             k = round(float(fraction) * flat.numel())
-            order = torch.sort(flat, stable=True).indices[:k]
+            order = lowest_k(flat, k)
             sizes = torch.tensor([s.numel() for s in scores], device=device)
             offsets = torch.cumsum(sizes, 0) - sizes
             layer_of = torch.repeat_interleave(torch.arange(len(scores), device=device), sizes)[order]

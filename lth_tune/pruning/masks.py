@@ -12,6 +12,7 @@ Layer names are module names as returned by :func:`lth_tune.models.prunable_laye
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -44,9 +45,23 @@ def masked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def refresh(module: nn.Module) -> None:
-    """Recompute ``module.weight = weight_orig * weight_mask`` now (the forward pre-hook does it anyway
-    at every forward; this keeps ``module.weight`` right between forwards, e.g. after a mask change)."""
-    module.weight = module.weight_orig * module.weight_mask
+    """Recompute ``module.weight = weight_orig * weight_mask`` now, detached from autograd.
+
+    The forward pre-hook recomputes it (with grad) at every forward; this keeps ``module.weight`` right
+    between forwards (e.g. after a mask change) and leaves it a graph leaf so ``copy.deepcopy`` works.
+    Code that needs gradients must use ``weight_orig * weight_mask`` (or the output of a forward),
+    never a ``module.weight`` read outside the forward.
+    """
+    with torch.no_grad():
+        module.weight = module.weight_orig * module.weight_mask
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works for masked models after a training forward (torch refuses to
+    deepcopy the non-leaf ``weight`` the prune hook leaves behind). Masks are copied too."""
+    for _, m in masked_layers(model):
+        refresh(m)
+    return copy.deepcopy(model)
 
 
 def _check_names(model: nn.Module, names: Iterable[str], what: str) -> dict[str, nn.Module]:
@@ -73,6 +88,7 @@ def attach_masks(model: nn.Module, ignore: Iterable[str] | str = ()) -> None:
     for name, module in layers.items():
         if name not in ignore and not is_masked(module):
             prune.identity(module, "weight")
+            refresh(module)
 
 
 def masks(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -307,3 +307,37 @@ def test_cuda_masks_match_cpu(criterion, strategy):
             prune_step(model, 0.3, criterion=criterion, strategy=strategy, generator=gen)
     assert all(torch.equal(mask_state(cpu)[n], mask_state(gpu)[n]) for n in mask_state(cpu))
     assert masks(gpu)["conv1"].device.type == "cuda"
+
+
+def test_deepcopy_of_masked_models():
+    import copy
+
+    from lth_tune.pruning import copy_model
+
+    model = lenet()
+    attach_masks(model, ignore=["fc"])
+    copy.deepcopy(model)  # right after attaching
+    prune_step(model, 0.5)
+    copy.deepcopy(model)  # right after pruning
+    x, y = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    clone = copy_model(model)  # after a training forward, before backward
+    loss.backward()  # the original's graph is intact
+    assert model.fc1.weight_orig.grad is not None
+    assert all(torch.equal(masks(clone)[n], m) for n, m in masks(model).items())
+    torch.testing.assert_close(clone(x), model(x))
+    with torch.no_grad():
+        clone.fc1.weight_orig.add_(1.0)
+    assert not torch.equal(clone.fc1.weight_orig, model.fc1.weight_orig)
+    nn.functional.cross_entropy(clone(x), y).backward()
+    assert torch.all(clone.fc1.weight_orig.grad[clone.fc1.weight_mask == 0] == 0)
+
+
+def test_lowest_k_matches_stable_sort_with_ties():
+    from lth_tune.pruning.criteria import lowest_k
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (200,), generator=g).float()  # many ties
+    for k in (0, 1, 37, 100, 199, 200, 250):
+        expected = torch.sort(scores, stable=True).indices[:k]
+        assert sorted(lowest_k(scores, k).tolist()) == sorted(expected.tolist())
