@@ -1,0 +1,138 @@
+"""End-to-end: a small study through real Ray Tune + Optuna on MNIST-1D, including kill-and-resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from lth_tune.cli import main
+from lth_tune.config import load_study
+from lth_tune.imp import IMPRun
+
+pytestmark = pytest.mark.e2e
+
+METRICS = ["level", "density", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+           "dist_init", "weight_norm", "test_acc_gap", "time_s"]
+
+
+def make_study(tmp_path, data_root, *, levels=2, epochs=1, name="e2e"):
+    study = {
+        "name": name,
+        "experiment": {
+            "seed": 3,
+            "data": {"dataset": "mnist1d", "root": data_root, "train_subset": 600, "val_fraction": 0.2},
+            "model": {"name": "mlp", "widths": [32]},
+            "train": {"epochs": epochs, "lr": 0.05, "batch_size": 64},
+            "regularizer": {"kind": "l2_init"},
+            "pruning": {"levels": levels},
+        },
+        "search": {
+            "sampler": "grid", "seed": 0, "max_concurrent": 2,
+            "space": {"train.lr": {"choice": [0.01, 0.1]}, "regularizer.lam": {"choice": [0.0, 0.01]}},
+        },
+        "output": {"dir": str(tmp_path / "results")},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def reference_levels(study_path, lr, lam):
+    """The same trial run directly in-process (no Ray): the sweep must reproduce these numbers."""
+    study = load_study(study_path)
+    run = IMPRun(study.experiment.with_params({"train.lr": lr, "regularizer.lam": lam}), device="cpu")
+    return pd.DataFrame(run.run())
+
+
+def assert_matches_reference(df, study_path):
+    for (lr, lam), rows in df.groupby(["config/train.lr", "config/regularizer.lam"]):
+        ref = reference_levels(study_path, lr, lam)
+        rows = rows.sort_values("level").reset_index(drop=True)
+        for col in ["density", "train_loss", "val_acc", "test_acc", "dist_init"]:
+            pd.testing.assert_series_equal(rows[col], ref[col], check_names=False, rtol=1e-6)
+
+
+def test_sweep_writes_results_tensorboard_and_summary(tmp_path, data_root, capsys):
+    torch.set_num_threads(1)
+    path = make_study(tmp_path, data_root)
+    assert main(["sweep", str(path), "-v", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "best trial" in out and "test accuracy by density" in out
+    exp = tmp_path / "results" / "e2e"
+    df = pd.read_csv(exp / "results.csv")
+    assert len(df) == 4 * 3 and df["trial_id"].nunique() == 4
+    assert not df.duplicated(["trial_id", "level"]).any()
+    assert set(METRICS) <= set(df.columns)
+    assert sorted(df["density"].round(4).unique()) == [0.64, 0.8, 1.0]
+    # every grid point ran exactly once (grid sampler)
+    assert sorted(map(tuple, df[["config/train.lr", "config/regularizer.lam"]].drop_duplicates().values)) == [
+        (0.01, 0.0), (0.01, 0.01), (0.1, 0.0), (0.1, 0.01)]
+    study = __import__("json").loads((exp / "study.json").read_text())
+    assert study["grid_size"] == 4
+    # TensorBoard: one event file per trial with per-level scalars and hparams
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trial_dirs = [d for d in exp.iterdir() if d.is_dir() and d.name.startswith("trial_")]
+    assert len(trial_dirs) == 4
+    for d in trial_dirs:
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        assert any(t.endswith("test_acc") for t in tags)
+        tag = next(t for t in tags if t.endswith("test_acc"))
+        assert len(acc.Scalars(tag)) == 3
+        hparams_files = list(d.rglob("events.out.tfevents*"))
+        assert any(b"hparams" in f.read_bytes() for f in hparams_files)
+    assert_matches_reference(df, path)
+
+
+def test_sweep_refuses_to_overwrite_and_bad_input_exits_2(tmp_path, data_root, capsys):
+    path = make_study(tmp_path, data_root)
+    (tmp_path / "results" / "e2e").mkdir(parents=True)
+    (tmp_path / "results" / "e2e" / "study.json").write_text("{}")
+    assert main(["sweep", str(path)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--set", "experiment.data.dataset=cifar10",
+                 "--set", f"experiment.data.root={tmp_path / 'nowhere'}", "--set", "output.name=other"]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and err.count("\n") == 1
+    assert not (tmp_path / "results" / "other").exists()
+
+
+def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_path, data_root):
+    path = make_study(tmp_path, data_root, levels=3, epochs=3, name="resume")
+    exp = tmp_path / "results" / "resume"
+    cmd = [sys.executable, "-m", "lth_tune.cli", "sweep", str(path), "-v", "0"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if (exp / "results.csv").is_file() and len(pd.read_csv(exp / "results.csv")) >= 3:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("sweep produced no results in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, by process group
+        proc.wait()
+    before = pd.read_csv(exp / "results.csv")
+    assert len(before) < 4 * 4, "the kill came too late to test resume"
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    df = pd.read_csv(exp / "results.csv")
+    assert len(df) == 4 * 4 and not df.duplicated(["trial_id", "level"]).any()
+    assert df["trial_id"].nunique() == 4
+    # rows computed before the kill are kept unchanged
+    merged = before.merge(df, on=["trial_id", "level"], suffixes=("_before", ""))
+    assert len(merged) == len(before)
+    assert (merged["test_acc_before"] == merged["test_acc"]).all()
+    assert_matches_reference(df, path)
