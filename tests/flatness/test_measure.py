@@ -1,0 +1,58 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from lth_tune.flatness import exact_trace_and_top_eig, measure_flatness
+from lth_tune.flatness.imp import flatness_metrics
+
+from .nets import classification_data, pruned_mlp
+
+
+def test_measure_fast_all_metrics(tmp_path):
+    m = pruned_mlp()
+    x, y = classification_data()
+    ce = nn.CrossEntropyLoss()
+    tr, evals, _ = exact_trace_and_top_eig(m, ce, x, y)
+    out = measure_flatness(m, ce, (x, y), trace=True, top_eig=True, landscape=True, sharpness_sigma=0.01,
+                           sharpness_samples=4, landscape_alphas=[-0.5, 0.0, 0.5], artefacts_dir=tmp_path,
+                           method="fast", top_n=2)
+    assert out["hessian_trace"] == pytest.approx(tr, rel=1e-5)
+    assert out["hessian_trace_se"] == 0.0
+    assert out["hessian_top_eig"] == pytest.approx(evals[0], rel=1e-4)
+    assert "hessian_top_eig_2" in out
+    assert out["landscape_max_increase"] >= 0
+    assert (tmp_path / "landscape.csv").exists() and (tmp_path / "landscape.png").exists()
+    assert out["landscape_png"] == str(tmp_path / "landscape.png")
+    assert {"expected_sharpness", "expected_sharpness_se", "expected_sharpness_sigma"} <= set(out)
+    artefacts = {"landscape_csv", "landscape_png"}
+    assert all(isinstance(v, (int, float)) for k, v in out.items() if k not in artefacts)
+
+
+def test_measure_pyhessian_subset_and_fallback():
+    m = pruned_mlp()
+    x, y = classification_data()
+    out = measure_flatness(m, nn.CrossEntropyLoss(), (x, y), top_eig=False, method="pyhessian", trace_iters=5,
+                           batch_size=32, n_batches=1)
+    assert set(out) == {"hessian_trace", "hessian_trace_se", "hessian_trace_probes", "hessian_trace_seconds"}
+    assert out["hessian_trace_probes"] <= 5
+    with pytest.warns(UserWarning, match="not exact"):
+        out = measure_flatness(pruned_mlp(act=nn.Tanh), nn.CrossEntropyLoss(), (x, y), top_eig=False,
+                               trace_iters=3)
+    assert out["hessian_trace_probes"] > 0
+
+
+def test_imp_adapter_reads_config_fields():
+    m = pruned_mlp()
+    x, y = classification_data()
+    bundle = SimpleNamespace(train=SimpleNamespace(x=x, y=y))
+    cfg = SimpleNamespace(levels="last", trace=True, top_eig=True, landscape=False, sharpness_sigma=None,
+                          n_batches=2, batch_size=16, trace_iters=10, method="fast")
+    out = flatness_metrics(m, bundle, cfg)
+    x32, y32 = x[:32], y[:32]
+    tr, _, _ = exact_trace_and_top_eig(m, nn.CrossEntropyLoss(), x32, y32)
+    assert out["hessian_trace"] == pytest.approx(tr, rel=1e-5)  # 2 batches of 16 examples
+    assert "expected_sharpness" not in out and "hessian_top_eig" in out
+    assert all(p.grad is None for p in m.parameters()) and m.training
+    assert isinstance(torch.tensor(list(out.values())), torch.Tensor)
