@@ -124,7 +124,31 @@ class BoundConfig(_Strict):
     steps: int = Field(200, ge=0, description="optimisation steps for the posterior variance")
 
 
+class PBPConfig(_Strict):
+    """PAC-Bayes pruning / probabilistic fine-tuning (paper 004 §§2, 5–6, App. A–B, D.2)."""
+
+    mode: Literal["pbp", "pft"] = "pbp"
+    alpha: float = Field(0.5, ge=0.0, lt=1.0, description="fraction |S_P|/|S| that trains the prior (§5.1)")
+    sparsity: float = Field(0.9, ge=0.0, lt=1.0, description="target sparsity s of the stochastic mask")
+    init_criterion: Literal["magnitude", "snip", "random"] = "magnitude"
+    prior_shape: Literal["isotropic", "block_isotropic"] = "block_isotropic"
+    epsilon: float = Field(1e-4, gt=0.0, lt=1.0, description="block-isotropic ε of App. A.1 eq. (6)")
+    mapping: Literal["sigmoid", "clamp"] = "sigmoid"
+    beta: float = Field(0.5, gt=0.0, description="concrete (RelaxedBernoulli) temperature β (App. B.3)")
+    prior_var: float = Field(1e-4, gt=0.0, description="per-weight prior variance σ² (a searched grid value, D.2)")
+    prior_lr: float = Field(0.01, gt=0.0)
+    prior_epochs: int = Field(10, ge=0, description="stage 1: pre-train the prior network on S_P")
+    finetune_epochs: int = Field(10, ge=0, description="stage 2: fine-tune the stochastic prior on S_P")
+    posterior_lr: float = Field(1e-3, gt=0.0)
+    posterior_epochs: int = Field(10, ge=0, description="stage 3: train the posterior on S to minimise Theorem 1")
+    prob_floor: float = Field(1e-4, gt=0.0, lt=0.5, description="probability floor bounding the CE surrogate (A.3)")
+    delta: float = Field(0.05, gt=0.0, lt=1.0)
+    delta_prime: float = Field(0.01, gt=0.0, lt=1.0)
+    mc_samples: int = Field(100, gt=0, description="sampled networks m for the Monte Carlo Gibbs risk")
+
+
 class ExperimentConfig(_Strict):
+    kind: Literal["imp", "pbp"] = "imp"
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -133,6 +157,7 @@ class ExperimentConfig(_Strict):
     pruning: PruningConfig = Field(default_factory=PruningConfig)
     flatness: FlatnessConfig = Field(default_factory=FlatnessConfig)
     bound: BoundConfig = Field(default_factory=BoundConfig)
+    pbp: PBPConfig = Field(default_factory=PBPConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def with_params(self, params: dict[str, Any]) -> "ExperimentConfig":
@@ -152,15 +177,18 @@ class GridParam(_Strict):
     choice: list[Any] | None = None
     log: tuple[float, float] | None = None
     linear: tuple[float, float] | None = None
+    exponent: tuple[float, float] | None = Field(
+        None, description="base**k for k on a linear grid, e.g. base e, [-15, -3] (paper 004 D.2)")
     points: int | None = Field(None, ge=2)
     include_zero: bool = False
     base: Literal["10", "e", "2"] = "10"
 
     @model_validator(mode="after")
     def _one_kind(self):
-        kinds = [k for k in ("choice", "log", "linear") if getattr(self, k) is not None]
+        kinds = [k for k in ("choice", "log", "linear", "exponent") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of choice: [...], log: [low, high] or linear: [low, high]")
+            raise ValueError("give exactly one of choice: [...], log: [low, high], linear: [low, high] "
+                             "or exponent: [low, high]")
         if kinds[0] == "choice":
             if not self.choice:
                 raise ValueError("choice must list at least one value")
@@ -182,6 +210,9 @@ class GridParam(_Strict):
         elif self.log is not None:
             lo, hi = self.log
             vals = [float(v) for v in np.geomspace(lo, hi, self.points)]
+        elif self.exponent is not None:
+            base = {"10": 10.0, "e": math.e, "2": 2.0}[self.base]
+            vals = [float(base**k) for k in np.linspace(*self.exponent, self.points)]
         else:
             lo, hi = self.linear
             vals = [float(v) for v in np.linspace(lo, hi, self.points)]
@@ -206,7 +237,8 @@ class SearchConfig(_Strict):
     mode: Literal["min", "max"] = "max"
     space: dict[str, GridParam] = Field(default_factory=dict)
     max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint")
-    storage: str | None = Field(None, description="Optuna RDB URL (e.g. sqlite:///study.db); None = in memory")
+    storage: str | None = Field(None, description="Optuna RDB: 'sqlite' (= sqlite:///<experiment>/optuna.db) or "
+                                "any SQLAlchemy URL, e.g. postgresql://host/db; None = in memory")
 
     def grid(self) -> dict[str, list[Any]]:
         return {key: p.values() for key, p in self.space.items()}
@@ -222,6 +254,16 @@ class ResourcesConfig(_Strict):
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)
     torch_threads: int = Field(1, gt=0)
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per trial, e.g. {worker: 1} to keep trials off the head")
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, v):
+        bad = [k for k, n in v.items() if not n > 0 or k.upper() in ("CPU", "GPU")]
+        if bad:
+            raise ValueError(f"custom resources need a positive amount and a name other than cpu/gpu: {bad}")
+        return v
 
     @field_validator("gpu")
     @classmethod

@@ -1,0 +1,58 @@
+"""Shared helpers: load an experiment, pick columns, save figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def load_experiment(exp_dir: str | Path) -> tuple[dict, pd.DataFrame]:
+    exp_dir = Path(exp_dir)
+    study_path, results_path = exp_dir / "study.json", exp_dir / "results.csv"
+    if not study_path.is_file():
+        raise FileNotFoundError(f"{exp_dir}: not an lth-tune experiment (no study.json)")
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{exp_dir}: no results.csv yet")
+    return json.loads(study_path.read_text()), pd.read_csv(results_path)
+
+
+def config_col(key: str) -> str:
+    return f"config/{key}"
+
+
+def experiment_value(study: dict, key: str):
+    cur = study["study"]["experiment"]
+    for part in key.split("."):
+        cur = cur[part]
+    return cur
+
+
+def column_or_constant(df: pd.DataFrame, study: dict, key: str) -> pd.Series:
+    """The searched column for ``key`` if it was searched, else the study's constant value."""
+    col = config_col(key)
+    if col in df:
+        return df[col]
+    return pd.Series([experiment_value(study, key)] * len(df), index=df.index)
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for idx, row in df.iterrows():
+        cells = [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row.values]
+        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Paper 000 Figure 3 style: test accuracy vs the regulariser λ at several sparsities, one panel per lr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.common import column_or_constant, save
+
+
+def pick_levels(df: pd.DataFrame, max_lines: int = 4) -> list[int]:
+    """The dense level plus the levels nearest 80%, 90%, 95% sparsity that the run reached."""
+    levels = sorted(df["level"].unique())
+    dens = df.groupby("level")["density"].mean()
+    chosen = [levels[0]]
+    for target in (0.2, 0.1, 0.05):
+        lvl = int((dens - target).abs().idxmin())
+        if lvl not in chosen and dens[lvl] <= target * 1.5:
+            chosen.append(lvl)
+    return chosen[:max_lines]
+
+
+def accuracy_vs_lambda(study: dict, df: pd.DataFrame, out: Path) -> Path | None:
+    if "config/regularizer.lam" not in df:
+        return None
+    df = df.assign(lr=column_or_constant(df, study, "train.lr"), lam=df["config/regularizer.lam"])
+    kind = study["study"]["experiment"]["regularizer"]["kind"]
+    lrs = sorted(df["lr"].unique(), reverse=True)
+    levels = pick_levels(df)
+    fig, axes = plt.subplots(len(lrs), 1, figsize=(6, 3.2 * len(lrs)), squeeze=False)
+    nonzero = df.loc[df["lam"] > 0, "lam"]
+    zero_at = nonzero.min() / 3 if len(nonzero) else 1e-6
+    for ax, lr in zip(axes[:, 0], lrs):
+        sub = df[df["lr"] == lr]
+        for lvl in levels:
+            rows = sub[sub["level"] == lvl].groupby("lam")["test_acc"].agg(["mean", "std"]).reset_index()
+            x = np.where(rows["lam"] > 0, rows["lam"], zero_at)
+            d = sub.loc[sub["level"] == lvl, "density"].mean()
+            label = "unpruned" if lvl == 0 else f"{100 * (1 - d):.0f}% sparse"
+            ax.errorbar(x, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=2, label=label,
+                        linestyle="--" if lvl == 0 else "-")
+        ax.set_xscale("log")
+        ax.set_title(f"lr = {lr}")
+        ax.set_xlabel(f"{kind} λ (λ=0 drawn at {zero_at:.1e})")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=8)
+    return save(fig, out / f"accuracy_vs_lambda_{kind}.png")
+
+
+def accuracy_vs_density(study: dict, df: pd.DataFrame, out: Path, search_keys: list[str]) -> Path:
+    """Test accuracy vs density (log x) for every configuration (averaged over seeds if seed was searched)."""
+    keys = [k for k in search_keys if k != "seed"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    label_cols = [f"config/{k}" for k in keys]
+    groups = df.groupby(label_cols) if label_cols else [((), df)]
+    for name, sub in groups:
+        curve = sub.groupby("level").agg(density=("density", "mean"), acc=("test_acc", "mean"))
+        name = name if isinstance(name, tuple) else (name,)
+        ax.plot(curve["density"], curve["acc"], marker=".", label=", ".join(f"{k}={v}" for k, v in zip(keys, name)))
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("density (fraction of weights remaining)")
+    ax.set_ylabel("test accuracy")
+    if len(ax.lines) <= 16:
+        ax.legend(fontsize=7)
+    return save(fig, out / "accuracy_vs_density.png")
