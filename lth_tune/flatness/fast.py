@@ -17,9 +17,16 @@ the diagonal of the Hessian equals the diagonal of the GGN (off-diagonal entries
 For softmax cross-entropy ``H_ℓ = diag(p) − p pᵀ = A Aᵀ`` with ``A = diag(√p) − p √pᵀ``, i.e.
 ``a_cᵀ J = √p_c (J_c − Σ_k p_k J_k)`` and ``diag(GGN) = Σ_c p_c (J_c − pᵀJ)²`` (a p-weighted variance of
 the Jacobian rows -- non-negative, no cancellation).  MSE (``H_ℓ = 2I/D``) and BCE-with-logits
-(``H_ℓ = diag(s(1−s))``) are supported too.  The per-sample Jacobians ``J_n`` are computed exactly with
-``torch.func.vmap(jacrev(...))`` over chunks of examples, so the cost is ``C`` (number of outputs)
-vector-Jacobian products per example and memory ``chunk·C·P`` -- no probes, no variance.
+(``H_ℓ = diag(s(1−s))``) are supported too.  Two exact backends (no probes, no variance):
+
+* ``layerwise`` (default when every parameter sits in a Linear / Conv1d / Conv2d / BatchNorm layer): one
+  forward, then for each factor column ``k`` one backward pass of the cotangent ``a_k`` to the layer
+  outputs.  The per-sample gradient of a Linear weight is ``g aᵀ``, so ``Σ_{n,k} (g aᵀ)² = (Σ_k g²)ᵀ a²`` is
+  one matmul and nothing per-sample is materialised; Conv1d/2d use unfold (per-sample gradients of one
+  factor at a time, ``chunk·P_layer`` memory), eval BatchNorm is closed form.  Cost ≈ 1 forward + C
+  backward passes (+ per-sample conv weight gradients, ~C weight-gradient passes).
+* ``functorch``: per-sample Jacobians ``J_n`` by ``torch.func.vmap(jacrev(...))`` over chunks of examples
+  (any layer type; memory ``chunk·C·P``), contracted with the factor ``A_n``.
 
 This is exact (up to float round-off) when: the loss is CE / MSE / BCE-with-logits averaged over the
 data; layers are the ones listed above; the model is evaluated in eval mode (we force it); no parameter
@@ -197,109 +204,136 @@ def _layerwise_modules(model: nn.Module, space: PerturbableParams):
     return table
 
 
-def _sq_per_sample(per: Tensor) -> Tensor:
-    """Σ over (k, b) of squares of per-sample-per-factor gradients ``per`` (K, B, *shape)."""
-    return per.square().sum(dim=(0, 1))
+class _LayerAccumulator:
+    """Σ_{k,b} (∂(U_kᵀ f_b)/∂θ)² for the parameters of one layer, fed one factor ``k`` at a time.
+
+    ``a`` is the layer input (B, ...), ``g`` the factor backpropagated to the layer output (B, ...).
+    Linear on 2-D inputs: the per-sample gradient is ``g aᵀ``, so Σ_{k,b} g² (a²)ᵀ is accumulated as Σ_k g²
+    and finished with one matmul -- no per-sample gradients.  Linear on N-D inputs and Conv1d/2d (via
+    unfold) form per-sample gradients of one factor at a time; eval BatchNorm (y = γ x̂ + β) is closed form.
+    """
+
+    def __init__(self, m: nn.Module, a: Tensor):
+        self.m, self.a = m, a
+        self.sums: dict[str, Tensor] = {}
+        self.cols = self.xhat = None
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            if isinstance(m, nn.Conv1d):
+                self.cols = F.unfold(a.unsqueeze(-2), (1, m.kernel_size[0]), dilation=(1, m.dilation[0]),
+                                     padding=(0, m.padding[0]), stride=(1, m.stride[0]))
+            else:
+                self.cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            shape = (1, -1) + (1,) * (a.dim() - 2)
+            xhat = (a - m.running_mean.view(shape)) / torch.sqrt(m.running_var.view(shape) + m.eps)
+            self.xhat = xhat.reshape(a.shape[0], a.shape[1], -1)
+
+    def _add(self, key: str, value: Tensor) -> None:
+        if key in self.sums:
+            self.sums[key] += value
+        else:
+            self.sums[key] = value
+
+    def add(self, g: Tensor) -> None:
+        m, a, B = self.m, self.a, self.a.shape[0]
+        if isinstance(m, nn.Linear):
+            if a.dim() == 2:
+                self._add("g2", g.square())
+            else:
+                g3 = g.reshape(B, -1, g.shape[-1])
+                per = torch.einsum("blo,bli->boi", g3, a.reshape(B, -1, a.shape[-1]))
+                self._add("weight", per.square_().sum(0))
+                self._add("bias", g3.sum(1).square_().sum(0))
+        elif self.cols is not None:
+            g3 = g.reshape(B, g.shape[1], -1)
+            per = torch.einsum("bol,bjl->boj", g3, self.cols)
+            self._add("weight", per.square_().sum(0))
+            self._add("bias", g3.sum(-1).square_().sum(0))
+        else:
+            g3 = g.reshape(B, g.shape[1], -1)
+            self._add("weight", (g3 * self.xhat).sum(-1).square_().sum(0))
+            self._add("bias", g3.sum(-1).square_().sum(0))
+
+    def result(self) -> dict[str, Tensor]:
+        if "g2" in self.sums:
+            g2 = self.sums["g2"]
+            return {"weight": g2.T @ self.a.square(), "bias": g2.sum(0)}
+        return self.sums
 
 
-def _layer_diag(m: nn.Module, a: Tensor, g: Tensor) -> dict[str, Tensor]:
-    """Σ_{k,b} (∂(U_kᵀ f_b)/∂θ)² for the parameters of layer ``m`` given its input ``a`` (B, ...) and the
-    backpropagated factors ``g`` (K, B, ...) at its output."""
-    out: dict[str, Tensor] = {}
-    K, B = g.shape[:2]
-    if isinstance(m, nn.Linear):
-        if a.dim() == 2:  # per-sample grad = g aᵀ: Σ_{k,b} g² (a²)ᵀ is one matmul, nothing materialised
-            gs = g.square().sum(0)
-            out["weight"] = gs.T @ a.square()
-            out["bias"] = gs.sum(0)
-        else:
-            a3 = a.reshape(B, -1, a.shape[-1])
-            g4 = g.reshape(K, B, -1, g.shape[-1])
-            out["weight"] = _sq_per_sample(torch.einsum("kblo,bli->kboi", g4, a3))
-            out["bias"] = _sq_per_sample(g4.sum(2))
-    elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        if isinstance(m, nn.Conv1d):
-            cols = F.unfold(a.unsqueeze(-2), (1, m.kernel_size[0]), dilation=(1, m.dilation[0]),
-                            padding=(0, m.padding[0]), stride=(1, m.stride[0]))
-        else:
-            cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=m.padding, stride=m.stride)
-        g3 = g.reshape(K, B, g.shape[2], -1)
-        out["weight"] = _sq_per_sample(torch.einsum("kbol,bjl->kboj", g3, cols)).view_as(m.weight)
-        out["bias"] = _sq_per_sample(g3.sum(-1))
-    else:  # eval-mode BatchNorm: y = γ x̂ + β
-        shape = (1, -1) + (1,) * (a.dim() - 2)
-        xhat = (a - m.running_mean.view(shape)) / torch.sqrt(m.running_var.view(shape) + m.eps)
-        g3 = g.reshape(K, B, g.shape[2], -1)
-        out["weight"] = _sq_per_sample((g3 * xhat.reshape(1, B, a.shape[1], -1)).sum(-1))
-        out["bias"] = _sq_per_sample(g3.sum(-1))
-    return out
+def _per_example_bytes(mods, records) -> int:
+    """Peak memory per example: all layers' factor gradients at once (one factor) plus the largest layer's
+    per-sample gradients / unfolded input (those are formed one layer at a time)."""
+    outs, peak = 0, 0
+    for m in mods:
+        a, z = records[m][0]
+        B = a.shape[0]
+        outs += z.numel() // B
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) or (isinstance(m, nn.Linear) and a.dim() > 2):
+            k = math.prod(m.kernel_size) if hasattr(m, "kernel_size") else 1
+            peak = max(peak, 2 * m.weight.numel() + k * (a.numel() // B))
+    return 2 * (outs + peak) * 4
 
 
 def _ggn_layerwise(model, kind, criterion, batches, space, table, chunk_size, memory_budget, diag):
-    """Layer-wise exact GGN diagonal: one forward, K batched backward passes to the layer outputs."""
+    """Layer-wise exact GGN diagonal: one forward, then for each loss factor ``k`` one backward pass to the
+    layer outputs (``retain_graph``), accumulating squared per-sample gradients layer by layer."""
     records: dict[nn.Module, list[tuple[Tensor, Tensor]]] = {}
 
     def hook(mod, inp, out):
         records.setdefault(mod, []).append((inp[0].detach(), out))
 
-    handles = [m.register_forward_hook(hook) for m in table]
+    mods = list(table)
+    handles = [m.register_forward_hook(hook) for m in mods]
     n_total = n_out = 0
     try:
         for x, y in batches:
             _check_targets(kind, criterion, y)
             n_total += len(x)
-            cs = chunk_size or _layerwise_chunk(model, x, table, memory_budget)
-            for xc in x.split(cs):
+            pending = list(x.split(chunk_size)) if chunk_size else [x]
+            while pending:
+                xc = pending.pop(0)
                 records.clear()
                 with torch.enable_grad():
                     f = model(xc)
-                    f2 = f.reshape(len(xc), -1)
-                    n_out = f2.shape[1]
-                    U = _loss_factor(kind, f2.detach())
-                    mods = list(table)
-                    for m in mods:
-                        if len(records.get(m, ())) != 1:
-                            raise NotPiecewiseLinearError(
-                                f"{type(m).__name__} called {len(records.get(m, ()))} times in one forward "
-                                "(weight sharing): the GGN-diagonal trace is not exact")
-                    zs = [records[m][0][1] for m in mods]
-                    G = torch.autograd.grad(f, zs, grad_outputs=U.reshape(U.shape[0], *f.shape),
-                                            is_grads_batched=True, allow_unused=True)
+                for m in mods:
+                    if len(records.get(m, ())) != 1:
+                        raise NotPiecewiseLinearError(
+                            f"{type(m).__name__} called {len(records.get(m, ()))} times in one forward "
+                            "(weight sharing): the GGN-diagonal trace is not exact")
+                if not chunk_size and len(xc) > 1:
+                    per_ex = _per_example_bytes(mods, records)
+                    fits = max(1, int(memory_budget // max(1, per_ex)))
+                    if fits < len(xc):  # too large: redo in chunks that fit the budget
+                        records.clear()
+                        del f
+                        pending = list(xc.split(fits)) + pending
+                        continue
+                f2 = f.reshape(len(xc), -1)
+                n_out = f2.shape[1]
+                U = _loss_factor(kind, f2.detach())  # (K, B, D)
+                zs = [records[m][0][1] for m in mods]
+                accs = [_LayerAccumulator(m, records[m][0][0]) for m in mods]
+                for k in range(U.shape[0]):
+                    G = torch.autograd.grad(f, zs, grad_outputs=U[k].reshape(f.shape),
+                                            retain_graph=k < U.shape[0] - 1, allow_unused=True)
+                    with torch.no_grad():
+                        for acc, g in zip(accs, G):
+                            if g is not None:
+                                acc.add(g)
                 with torch.no_grad():
-                    for m, g in zip(mods, G):
-                        if g is None:
-                            continue
-                        d = _layer_diag(m, records[m][0][0], g)
-                        for leaf, i in table[m].items():
-                            diag[i] += d[leaf].reshape(diag[i].shape).to(diag[i].dtype)
-                del G, zs, f
+                    for m, acc in zip(mods, accs):
+                        for leaf, value in acc.result().items():
+                            if leaf in table[m]:
+                                i = table[m][leaf]
+                                diag[i] += value.reshape(diag[i].shape).to(diag[i].dtype)
+                del f, zs, accs, G
                 records.clear()
     finally:
         for h in handles:
             h.remove()
         records.clear()
     return n_total, n_out
-
-
-def _layerwise_chunk(model, x, table, budget: int) -> int:
-    """Examples per chunk so that the backpropagated factors (and conv per-sample grads) fit ``budget``."""
-    sizes: list[int] = []
-
-    def hook(mod, inp, out):
-        per = out[0].numel()
-        if isinstance(mod, (nn.Conv1d, nn.Conv2d)) or (isinstance(mod, nn.Linear) and inp[0].dim() > 2):
-            per += mod.weight.numel()
-        sizes.append(per)
-
-    handles = [m.register_forward_hook(hook) for m in table]
-    try:
-        with torch.no_grad():
-            d = model(x[:1]).numel()
-    finally:
-        for h in handles:
-            h.remove()
-    per_example = 3 * d * (sum(sizes) + max(sizes, default=0)) * x.element_size()
-    return max(1, int(budget // max(1, per_example)))
 
 
 def _ggn_functorch(model, kind, criterion, batches, space, chunk_size, memory_budget, diag):
@@ -333,7 +367,7 @@ def _ggn_functorch(model, kind, criterion, batches, space, chunk_size, memory_bu
 
 def ggn_diagonal(model: nn.Module, criterion, data: Any, *, batch_size: int | None = None,
                  n_batches: int | None = None, chunk_size: int | None = None,
-                 memory_budget: int = 256 * 2**20, check: bool = True, backend: str = "auto") -> list[Tensor]:
+                 memory_budget: int | None = None, check: bool = True, backend: str = "auto") -> list[Tensor]:
     """Exact diagonal of the Gauss-Newton matrix of the mean loss over ``data`` (eval mode).
 
     Returned as tensors shaped like ``parameters_to_perturb(model).params`` (zero at pruned positions).
@@ -345,7 +379,8 @@ def ggn_diagonal(model: nn.Module, criterion, data: Any, *, batch_size: int | No
     eval BatchNorm in closed form; ``"functorch"`` -- per-sample Jacobians with ``vmap(jacrev)`` for any
     layer types (slower, more memory); ``"auto"`` -- layerwise when every perturbable parameter is in a
     Linear / Conv1d / Conv2d (groups=1, numeric zero padding) / BatchNorm (running stats) layer.
-    ``chunk_size`` examples are processed at once (default: what fits ``memory_budget`` bytes).
+    ``chunk_size`` examples are processed at once (default: what fits ``memory_budget`` bytes of factor and
+    per-sample gradients; default budget 256 MiB on CPU, 2 GiB on CUDA).
     ``check`` runs :func:`check_piecewise_linear` first.
     """
     kind, reduction = _criterion_kind(criterion)
@@ -354,6 +389,8 @@ def ggn_diagonal(model: nn.Module, criterion, data: Any, *, batch_size: int | No
     device = model_device(model)
     batches = as_batches(data, batch_size=batch_size, n_batches=n_batches, device=device)
     space = parameters_to_perturb(model)
+    if memory_budget is None:
+        memory_budget = (2048 if device.type == "cuda" else 256) * 2**20
     diag = [torch.zeros_like(p) for p in space.params]
     table = _layerwise_modules(model, space) if backend in ("auto", "layerwise") else None
     if backend == "layerwise" and table is None:
@@ -440,9 +477,8 @@ def lanczos(matvec: Callable[[Tensor], Tensor], v0: Tensor, *, k: int = 1, max_i
     """
     n = v0.numel()
     max_iter = min(max_iter, n)
-    Q = torch.zeros(max_iter + 1, n, dtype=v0.dtype, device=v0.device)
-    q = v0 / v0.norm()
-    Q[0] = q
+    Q = torch.zeros(min(max_iter + 1, 16), n, dtype=v0.dtype, device=v0.device)  # grown on demand
+    Q[0] = v0 / v0.norm()
     alphas: list[float] = []
     betas: list[float] = []
     theta = s = None
@@ -467,6 +503,8 @@ def lanczos(matvec: Callable[[Tensor], Tensor], v0: Tensor, *, k: int = 1, max_i
         if done or beta <= 1e-12 * max(1.0, abs(alpha)) or j + 1 == max_iter:
             break
         betas.append(beta)
+        if j + 1 == Q.shape[0]:
+            Q = torch.cat([Q, torch.zeros_like(Q[: min(Q.shape[0], max_iter + 1 - Q.shape[0])])])
         Q[j + 1] = w / beta
     m = len(alphas)
     vecs = (s.T.to(Q.dtype) @ Q[:m])

@@ -113,11 +113,17 @@ def pyhessian_trace_eigen(model: nn.Module, criterion, data: Any, *, n_batches: 
     with eval_mode(model), cuda_device(device), seeded(seed, device), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*backward\(\) with create_graph=True.*")
         clear_grads(model)
+        hook = None
         try:
             if len(batches) == 1:
                 comp = hessian_cls(model, criterion, data=batches[0], cuda=device.type == "cuda")
             else:
                 comp = hessian_cls(model, criterion, dataloader=batches, cuda=device.type == "cuda")
+            # count Hessian-vector products: every gradient w.r.t. one parameter fires its tensor hook
+            # (data mode: one per product; dataloader mode: a backward + a product per batch)
+            fired = [0]
+            hook = space.params[-1].register_hook(lambda g: fired.__setitem__(0, fired[0] + 1))
+            per_hvp = 1 if len(batches) == 1 else 2 * len(batches)
             if compute_trace:
                 t0 = time.perf_counter()
                 samples = [float(s) for s in comp.trace(maxIter=trace_iters, tol=trace_tol)]
@@ -125,15 +131,17 @@ def pyhessian_trace_eigen(model: nn.Module, criterion, data: Any, *, n_batches: 
                 out.trace_samples = samples
                 out.n_probes = len(samples)
                 out.trace, out.trace_se = mean_and_se(samples)
-                out.n_hvp += len(samples)
             if compute_eigen:
                 t0 = time.perf_counter()
                 eigvals, eigvecs = comp.eigenvalues(maxIter=eig_iters, tol=eig_tol, top_n=top_n)
                 out.eig_seconds = time.perf_counter() - t0
                 out.top_eigenvalues = [float(e) for e in eigvals]
                 out.eigenvectors = [_project_unit(v, space) for v in eigvecs]
+            out.n_hvp = fired[0] // per_hvp
         finally:
             comp = None  # drop PyHessian's references to the gradient graph
+            if hook is not None:
+                hook.remove()
             clear_grads(model)
     out.seconds = time.perf_counter() - t_start
     return out

@@ -50,6 +50,26 @@ def test_ggn_trace_exact_for_conv_bn_pool(make, shape, backend):
     assert torch.allclose(diag, torch.diagonal(H), rtol=1e-9, atol=1e-13)
 
 
+def test_ggn_layerwise_chunking_and_nd_linear():
+    ce = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(0)
+    m = conv_net().double()
+    x = torch.randn(40, 2, 12, dtype=torch.float64, generator=g)
+    y = torch.randint(0, 3, (40,), generator=g)
+    full = flatten(ggn_diagonal(m, ce, (x, y)))
+    tiny_budget = flatten(ggn_diagonal(m, ce, (x, y), memory_budget=20_000))  # forces re-chunking
+    assert torch.allclose(full, tiny_budget, rtol=1e-12, atol=1e-15)
+    # Linear on 3-D inputs (per-position weights shared over the sequence axis)
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3)).double()
+    xs = torch.randn(30, 3, 5, dtype=torch.float64, generator=g)
+    ys = torch.randint(0, 3, (30,), generator=g)
+    H = exact_hessian(seq, ce, xs, ys)
+    for backend in BACKENDS:
+        assert torch.allclose(flatten(ggn_diagonal(seq, ce, (xs, ys), backend=backend)), torch.diagonal(H),
+                              rtol=1e-9, atol=1e-13)
+
+
 def test_ggn_trace_float32_and_batches():
     m = pruned_mlp(bn=True)
     x, y = classification_data()

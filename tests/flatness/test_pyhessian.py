@@ -21,6 +21,7 @@ def test_trace_within_4_se_and_top_eig_within_1e_2(setup):
     r = pyhessian_trace_eigen(m, nn.CrossEntropyLoss(), (x, y), trace_iters=400, eig_iters=2000, tol=0.0,
                               eig_tol=1e-7, seed=3)
     assert r.n_probes == 400 and len(r.trace_samples) == 400
+    assert r.n_hvp > 400  # probes + power iterations
     assert r.trace_se > 0
     assert abs(r.trace - tr) < 4 * r.trace_se, (r.trace, tr, r.trace_se)
     assert abs(r.top_eig - evals[0]) < 1e-2 * abs(evals[0])
@@ -55,6 +56,7 @@ def test_dataloader_mode_matches_single_batch(setup):
     split = pyhessian_trace_eigen(m, ce, (x, y), batch_size=16, trace_iters=10, tol=0.0,
                                   compute_eigen=False, seed=1)
     assert many.trace == pytest.approx(one.trace, rel=1e-5)
+    assert one.n_hvp == many.n_hvp == split.n_hvp == 10
     assert split.trace == pytest.approx(one.trace, rel=1e-5)
     assert one.trace_samples == pytest.approx(many.trace_samples, rel=1e-4)
 
