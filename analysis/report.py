@@ -1,49 +1,56 @@
-"""``lth-tune analyze``: run every analysis whose inputs exist in the experiment's results."""
+"""``lth-tune analyze``: run every analysis whose inputs exist in the experiments' results."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from analysis.common import load_experiment
+from analysis.flatness import annotate, run_flatness_analyses
 from analysis.imp_figures import accuracy_vs_density, accuracy_vs_lambda
 
 
-def analyze_experiment(exp_dir: str | Path, out: str | Path | None = None, delta: float | None = None) -> int:
-    exp_dir = Path(exp_dir)
-    try:
-        study, df = load_experiment(exp_dir)
-    except FileNotFoundError as err:
-        from lth_tune.config import StudyError
+def analyze_experiment(exp_dirs: str | Path | list, out: str | Path | None = None, delta: float | None = None) -> int:
+    """Per-experiment figures for each directory; flatness tables/figures over all of them together.
 
-        raise StudyError(str(err)) from None
-    out = Path(out) if out else exp_dir / "analysis"
+    With several directories (e.g. ``results/sgd results/sam results/nvrm`` for Table 1) the combined
+    outputs go to ``--out`` (default: ``analysis_combined`` beside the first experiment).
+    """
+    from lth_tune.config import StudyError
+
+    dirs = [Path(d) for d in (exp_dirs if isinstance(exp_dirs, (list, tuple)) else [exp_dirs])]
+    loaded = []
+    for d in dirs:
+        try:
+            loaded.append((d, *load_experiment(d)))
+        except FileNotFoundError as err:
+            raise StudyError(str(err)) from None
+    if out is None:
+        out = dirs[0] / "analysis" if len(dirs) == 1 else dirs[0].parent / "analysis_combined"
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    keys = list(study["grid"])
-    written = [accuracy_vs_density(study, df, out, keys)]
-    for fn in (accuracy_vs_lambda,):
-        p = fn(study, df, out)
-        if p is not None:
-            written.append(p)
-    for extra in _extra_analyses():
-        written.extend(extra(study, df, out, exp_dir=exp_dir, delta=delta) or [])
+    written: list[Path] = []
+    frames = []
+    for d, study, df in loaded:
+        sub = out if len(dirs) == 1 else out / d.name
+        sub.mkdir(parents=True, exist_ok=True)
+        written += per_experiment(study, df, sub, exp_dir=d, delta=delta)
+        frames.append(annotate(study, df, d.name))
+    written += run_flatness_analyses(frames, out)
     for p in written:
         print(f"wrote {p}")
     return 0
 
 
-def _extra_analyses():
-    """Analyses that exist only when their modules do (flatness tables, certified selection)."""
-    found = []
-    try:
-        from analysis.flatness import run_flatness_analyses
+def per_experiment(study: dict, df, out: Path, *, exp_dir: Path, delta: float | None) -> list[Path]:
+    from analysis.bounds import run_bound_analyses
+    from analysis.pbp_figures import run_pbp_analyses
 
-        found.append(run_flatness_analyses)
-    except ImportError:
-        pass
-    try:
-        from analysis.bounds import run_bound_analyses
-
-        found.append(run_bound_analyses)
-    except ImportError:
-        pass
-    return found
+    written: list[Path] = []
+    if "density" in df and df["density"].notna().any():
+        written.append(accuracy_vs_density(study, df, out, list(study["grid"])))
+        p = accuracy_vs_lambda(study, df, out)
+        if p is not None:
+            written.append(p)
+    written += run_bound_analyses(study, df, out, exp_dir=exp_dir, delta=delta) or []
+    written += run_pbp_analyses(study, df, out, exp_dir=exp_dir, delta=delta) or []
+    return written

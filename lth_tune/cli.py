@@ -35,10 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     p.add_argument("-v", "--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune progress output level")
 
-    p = sub.add_parser("analyze", help="tables, figures and certified selection for a finished experiment")
-    p.add_argument("experiment", help="experiment directory (contains study.json and results.csv)")
+    p = sub.add_parser("analyze", help="tables, figures and certified selection for finished experiments")
+    p.add_argument("experiments", nargs="+", help="experiment directories (each with study.json and results.csv); "
+                   "several together for Table 1, e.g. results/sgd results/sam results/nvrm")
     p.add_argument("--out", default=None, help="where to write tables/figures (default: EXPERIMENT/analysis)")
     p.add_argument("--delta", type=float, default=None, help="confidence δ for certified selection")
+
+    p = sub.add_parser("flatness", help="Hessian trace / top eigenvalue / landscape / sharpness of a saved ticket")
+    p.add_argument("checkpoint", help="an IMP level checkpoint directory (trial_*/checkpoint_*) or its imp_state.pt")
+    p.add_argument("--out", default=None, help="where to write the landscape CSV/PNG and metrics.json")
+    p.add_argument("--method", choices=("pyhessian", "fast"), default=None, help="default: the study's flatness.method")
+    p.add_argument("--no-landscape", action="store_true")
+    p.add_argument("--sharpness-sigma", type=float, default=None)
     return parser
 
 
@@ -65,10 +73,22 @@ def cmd_sweep(args) -> int:
 def cmd_analyze(args) -> int:
     from analysis import analyze_experiment
 
-    return analyze_experiment(args.experiment, out=args.out, delta=args.delta)
+    return analyze_experiment(args.experiments, out=args.out, delta=args.delta)
 
 
-COMMANDS = {"validate": cmd_validate, "sweep": cmd_sweep, "analyze": cmd_analyze}
+def cmd_flatness(args) -> int:
+    import json
+
+    from lth_tune.flatness.checkpoint import flatness_of_checkpoint
+
+    metrics = flatness_of_checkpoint(args.checkpoint, out=args.out, method=args.method,
+                                     landscape=not args.no_landscape, sharpness_sigma=args.sharpness_sigma)
+    print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("landscape_") or k.endswith(("png", "csv"))},
+                     indent=2))
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "sweep": cmd_sweep, "analyze": cmd_analyze, "flatness": cmd_flatness}
 
 
 def main(argv: list[str] | None = None) -> int:

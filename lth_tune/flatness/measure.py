@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 import warnings
 from pathlib import Path
@@ -93,6 +95,9 @@ def measure_flatness(model: nn.Module, criterion, data: Any, *, trace: bool = Tr
         i0 = int(np.argmin(np.abs(np.asarray(alphas))))
         out["landscape_loss0"] = float(losses[i0])
         out["landscape_max_increase"] = float(np.max(losses) - losses[i0])
+        # the curve itself travels with the results (results.csv) so Figure 2 needs no trial files
+        out["landscape_alphas"] = json.dumps(alphas)
+        out["landscape_losses"] = json.dumps([float(v) for v in losses])
         if artefacts_dir is not None:
             csv_path, png_path = save_landscape(Path(artefacts_dir) / artefact_prefix, alphas, losses,
                                                 title or "1-D loss along top Hessian eigenvector")
