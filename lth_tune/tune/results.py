@@ -4,12 +4,19 @@
 reported level, keyed by (trial_id, level) so a trial restored from a checkpoint never produces
 duplicated rows, and it starts from the rows already on disk so a resumed experiment keeps everything
 computed before the interruption.
+
+With cloud storage (``--storage s3://…``) the tables are written locally under ``output.dir`` and mirrored
+to the experiment's URI (``mirror``) with pyarrow: at most every ``upload_every_s`` seconds while results
+arrive, and always when a trial ends and when the experiment ends. A driver on another machine resumes from
+the mirrored copies (``download_missing``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,8 @@ import pandas as pd
 from ray import tune
 
 RESULTS_FILE = "results.csv"
+TRIALS_FILE = "trials.csv"
+logger = logging.getLogger(__name__)
 #: Tune's bookkeeping keys that are not worth a column.
 _SKIP = {
     "done", "timesteps_total", "episodes_total", "training_iteration", "timestamp", "date", "hostname",
@@ -59,15 +68,17 @@ def order_rows(df: pd.DataFrame) -> pd.DataFrame:
 class ResultsTable(tune.Callback):
     """Maintains ``<experiment>/results.csv`` and per-trial status in ``trials.csv`` while Tune runs."""
 
-    def __init__(self, experiment_dir: str | Path):
+    def __init__(self, experiment_dir: str | Path, mirror: str | None = None, upload_every_s: float = 10.0):
         self.dir = Path(experiment_dir)
+        self.mirror = mirror
+        self.upload_every_s = upload_every_s
         self._load()
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl: never carry stale rows
-        return {"dir": self.dir}
+        return {"dir": self.dir, "mirror": self.mirror, "upload_every_s": self.upload_every_s}
 
     def __setstate__(self, state):
-        self.dir = state["dir"]
+        self.__dict__.update(state)
         self._load()
 
     def setup(self, **info):
@@ -77,15 +88,39 @@ class ResultsTable(tune.Callback):
         """Start from what is on disk, so a resumed experiment keeps its earlier rows."""
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
         self.status: dict[str, dict[str, Any]] = {}
+        self._diverged: dict[str, str] = {}
+        self._uploaded = -math.inf
+        self._checked_restored = False
         path = self.dir / RESULTS_FILE
         if path.is_file():
             for row in pd.read_csv(path).to_dict("records"):
                 self.rows[(row["trial_id"], int(row["level"]))] = row
-        if (self.dir / "trials.csv").is_file():
-            for row in pd.read_csv(self.dir / "trials.csv").to_dict("records"):
+        if (self.dir / TRIALS_FILE).is_file():
+            for row in pd.read_csv(self.dir / TRIALS_FILE, keep_default_na=False).to_dict("records"):
                 self.status[row["trial_id"]] = row
 
+    def on_step_begin(self, iteration, trials, **info):
+        """Once, on the first step: forget rows of trials that Tune does not know.
+
+        After a driver crash Tune restores the trials of its last experiment checkpoint; a trial started
+        after that checkpoint is asked for again under a new id, so rows written for the old id are dropped.
+        """
+        if self._checked_restored:
+            return
+        self._checked_restored = True
+        known = {t.trial_id for t in trials}
+        ghosts = ({tid for tid, _ in self.rows} | set(self.status)) - known
+        if ghosts:
+            self.rows = {k: v for k, v in self.rows.items() if k[0] not in ghosts}
+            self.status = {k: v for k, v in self.status.items() if k not in ghosts}
+            self.flush(force=True)
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        from lth_tune.tune.trainable import DIVERGED
+
+        if result.get(DIVERGED):  # the trial's last word before it fails: the reason, not a level
+            self._diverged[trial.trial_id] = f"DivergedError at level {int(result['level'])}: {result[DIVERGED]}"
+            return
         row = result_row(trial.trial_id, str(trial), trial.config, result)
         self.rows[(trial.trial_id, int(result["level"]))] = row
         self.status[trial.trial_id] = {"trial_id": trial.trial_id, "trial_name": str(trial),
@@ -96,22 +131,69 @@ class ResultsTable(tune.Callback):
         self._set_status(trial, "TERMINATED", "")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._set_status(trial, "ERROR", _error_text(trial))
+        self._set_status(trial, "ERROR", self._diverged.pop(trial.trial_id, None) or _error_text(trial))
+
+    def on_experiment_end(self, trials, **info):
+        self.flush(force=True)
 
     def _set_status(self, trial, status: str, error: str) -> None:
         st = self.status.setdefault(trial.trial_id, {"trial_id": trial.trial_id, "trial_name": str(trial), "levels": 0})
         st.update(status=status, error=error)
-        self.flush()
+        self.flush(force=True)
 
     def frame(self) -> pd.DataFrame:
         return order_rows(pd.DataFrame(list(self.rows.values())))
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.rows:
             write_csv_atomic(order_rows(pd.DataFrame(list(self.rows.values()))), self.dir / RESULTS_FILE)
         if self.status:
-            write_csv_atomic(pd.DataFrame(list(self.status.values())), self.dir / "trials.csv")
+            write_csv_atomic(pd.DataFrame(list(self.status.values())), self.dir / TRIALS_FILE)
+        if self.mirror and (force or time.monotonic() - self._uploaded >= self.upload_every_s):
+            try:
+                upload_files(self.dir, self.mirror, [RESULTS_FILE, TRIALS_FILE])
+                self._uploaded = time.monotonic()
+            except OSError as err:  # a transient storage error must not end the study: retried next flush
+                logger.warning("could not mirror the results tables to %s: %s", self.mirror, err)
+
+
+def _fs_and_path(uri: str):
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    return fs, path.rstrip("/")
+
+
+def upload_files(local_dir: str | Path, uri: str, names: list[str]) -> None:
+    """Copy ``local_dir/NAME`` to ``URI/NAME`` (pyarrow filesystem: s3://, gs://, file://, …) for existing files."""
+    fs, root = _fs_and_path(uri)
+    fs.create_dir(root, recursive=True)
+    for name in names:
+        src = Path(local_dir) / name
+        if src.is_file():
+            with fs.open_output_stream(f"{root}/{name}") as out:
+                out.write(src.read_bytes())
+
+
+def download_missing(uri: str, local_dir: str | Path, names: list[str]) -> list[str]:
+    """Copy ``URI/NAME`` to ``local_dir/NAME`` where the local file is missing; returns the names copied."""
+    import pyarrow.fs
+
+    fs, root = _fs_and_path(uri)
+    copied = []
+    for name in names:
+        dst = Path(local_dir) / name
+        if dst.is_file() or fs.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.File:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(f"{root}/{name}") as src:
+            data = src.read()
+        tmp = dst.with_suffix(dst.suffix + f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+        copied.append(name)
+    return copied
 
 
 def _error_text(trial) -> str:

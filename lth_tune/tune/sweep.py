@@ -11,6 +11,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from ray.tune.search.optuna import OptunaSearch
 
 from lth_tune.config import StudyConfig, StudyError
 
@@ -28,6 +29,12 @@ class SweepOutcome:
 
 def is_uri(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
+
+
+def join_uri(uri: str, name: str) -> str:
+    """``s3://b/p?opt=1`` + ``name`` → ``s3://b/p/name?opt=1`` (pyarrow options stay in the query)."""
+    base, sep, query = uri.partition("?")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"
 
 
 def experiment_dir(study: StudyConfig, storage: str | None) -> tuple[str, Path]:
@@ -83,15 +90,41 @@ def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GridSampler(grid, seed=s.seed)
 
 
-def make_searcher(study: StudyConfig):
+class DurableOptunaSearch(OptunaSearch):
+    """OptunaSearch whose restore also tidies an RDB study (``search.storage``).
+
+    Tune saves the searcher (sampler state included) together with its trial list, so after a driver crash
+    both resume from the same moment. The database may be ahead: trials asked for after that moment stay
+    RUNNING there for ever. They are marked FAIL on restore; Tune asks for them again.
+    """
+
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        if self._storage is None or self._ot_study is None:
+            return
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t._trial_id not in known:
+                self._ot_study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def optuna_storage_url(study: StudyConfig, exp_dir: Path) -> str | None:
+    """``search.storage``: None (in memory), 'sqlite' (a file in the experiment directory) or a SQLAlchemy URL."""
+    url = study.search.storage
+    if url == "sqlite":
+        return f"sqlite:///{(exp_dir / 'optuna.db').resolve()}"
+    return url
+
+
+def make_searcher(study: StudyConfig, exp_dir: Path | None = None):
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     space, _ = search_space(study)
     storage = None
-    if study.search.storage:
-        storage = optuna.storages.RDBStorage(study.search.storage)
-    searcher = OptunaSearch(
+    url = optuna_storage_url(study, exp_dir or Path(study.output.dir) / study.experiment_name)
+    if url:
+        storage = optuna.storages.RDBStorage(url)
+    searcher = DurableOptunaSearch(
         space=space or None, metric=study.search.metric, mode=study.search.mode, sampler=make_sampler(study),
         seed=study.search.seed, study_name=study.experiment_name if storage else None, storage=storage,
     )
@@ -101,16 +134,16 @@ def make_searcher(study: StudyConfig):
 def make_trainable(study: StudyConfig):
     from ray import tune
 
-    from lth_tune.tune.trainable import imp_trainable
+    from lth_tune.tune.trainable import imp_trainable as trainable_fn
 
     _, encoded = search_space(study)
     base = study.experiment.model_dump(mode="json")
     if base["data"]["root"] is not None:  # trials run in their own working directory
         base["data"]["root"] = str(Path(base["data"]["root"]).expanduser().resolve())
     r = study.resources
-    fn = tune.with_parameters(imp_trainable, base=base, encoded=encoded, threads=r.torch_threads,
-                              gpu_fraction=r.gpu if r.gpu < 1 else 0.0)
-    return tune.with_resources(fn, {"cpu": r.cpu, "gpu": r.gpu})
+    fn = tune.with_parameters(trainable_fn, base=base, encoded=encoded, threads=r.torch_threads,
+                              gpu_fraction=r.gpu if r.gpu < 1 else 0.0, metric=study.search.metric)
+    return tune.with_resources(fn, {"cpu": r.cpu, "gpu": r.gpu, **r.custom})
 
 
 def num_samples(study: StudyConfig) -> int:
@@ -161,30 +194,46 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-    from lth_tune.tune.results import RESULTS_FILE, ResultsTable, order_rows, summary
+    from lth_tune.tune.results import (
+        RESULTS_FILE,
+        TRIALS_FILE,
+        ResultsTable,
+        download_missing,
+        order_rows,
+        summary,
+        upload_files,
+    )
+    from lth_tune.tune.trainable import NoRetryOnDivergence
 
     storage_path, exp_dir = experiment_dir(study, storage)
+    remote = join_uri(storage_path, study.experiment_name) if is_uri(storage_path) else None
+    if remote:  # a driver on a new machine continues from the tables mirrored next to the checkpoints
+        download_missing(remote, exp_dir, [STUDY_FILE, RESULTS_FILE, TRIALS_FILE])
     check_resume(study, exp_dir, resume)
     prepare_data(study)
     if not resume:
         write_study(study, exp_dir, source)
+        if remote:
+            upload_files(exp_dir, remote, [STUDY_FILE])
 
+    # Tune saves its trial list + searcher every TUNE_GLOBAL_CHECKPOINT_S (default "auto": >= 10 s); a
+    # driver crash loses what happened since. Our experiment state is small, so save it often.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=verbose > 1)
     try:
         trainable = make_trainable(study)
-        table = ResultsTable(exp_dir)
+        table = ResultsTable(exp_dir, mirror=remote)
         if resume:
-            tuner = tune.Tuner.restore(str(Path(storage_path) / study.experiment_name) if not is_uri(storage_path)
-                                       else f"{storage_path.rstrip('/')}/{study.experiment_name}",
+            tuner = tune.Tuner.restore(remote or str(Path(storage_path) / study.experiment_name),
                                        trainable=trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=make_searcher(study), num_samples=num_samples(study),
+                    search_alg=make_searcher(study, exp_dir), num_samples=num_samples(study),
                     metric=study.search.metric, mode=study.search.mode,
                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
                 ),
@@ -192,7 +241,8 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
                     name=study.experiment_name, storage_path=storage_path,
                     failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    callbacks=[table, CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()],
+                    callbacks=[table, NoRetryOnDivergence(), CSVLoggerCallback(), JsonLoggerCallback(),
+                               TBXLoggerCallback()],
                     verbose=verbose,
                 ),
             )
@@ -204,6 +254,7 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
     errors = sum(1 for r in grid if r.error is not None)
     print(summary(df, study.search.metric, study.search.mode, list(study.search.space)))
     if errors:
-        print(f"{errors} of {len(grid)} trials errored; reasons in {exp_dir / 'trials.csv'}")
-    print(f"results: {exp_dir / 'results.csv'}   TensorBoard: tensorboard --logdir {Path(storage_path) / study.experiment_name}")
+        print(f"{errors} of {len(grid)} trials errored; reasons in {exp_dir / TRIALS_FILE}")
+    print(f"results: {exp_dir / RESULTS_FILE}{f' (mirrored to {remote})' if remote else ''}   "
+          f"TensorBoard: tensorboard --logdir {remote or Path(storage_path) / study.experiment_name}")
     return SweepOutcome(exp_dir, df, len(grid), errors)

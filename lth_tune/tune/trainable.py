@@ -3,6 +3,11 @@
 ``imp_trainable``: one ``tune.report`` per IMP level (level 0 = dense network), each with a checkpoint
 holding the complete ``IMPRun`` state, so a retried or restored trial continues at the next level and
 reproduces the numbers of an uninterrupted run.
+
+A trial whose training loss becomes NaN/inf (``DivergedError``) reports one last result carrying
+``diverged`` (the reason, no checkpoint) and then fails; the driver callback ``NoRetryOnDivergence`` sees
+that result first and turns off the trial's retries, because a retry from the last checkpoint would
+diverge again at the same level. Node failures and other errors are still retried (``search.max_failures``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from ray import tune
 from lth_tune.config import ExperimentConfig
 
 CHECKPOINT_FILE = "imp_state.pt"
+#: Result key of the last result of a diverged trial: the DivergedError message.
+DIVERGED = "diverged"
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], encoded: dict[str, list] | None = None) -> ExperimentConfig:
@@ -39,9 +46,10 @@ def configure_torch(threads: int, gpu_fraction: float = 0.0) -> None:
 
 
 def imp_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict | None = None,
-                  threads: int = 1, gpu_fraction: float = 0.0) -> None:
+                  threads: int = 1, gpu_fraction: float = 0.0, metric: str = "val_acc") -> None:
     """IMP as a Tune trainable: report + checkpoint after every level."""
     from lth_tune.imp import IMPRun
+    from lth_tune.training.loop import DivergedError
 
     configure_torch(threads, gpu_fraction)
     cfg = trial_config(base, config, encoded)
@@ -51,7 +59,19 @@ def imp_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict
         with checkpoint.as_directory() as d:
             run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True))
     while not run.finished:
-        metrics = run.next_level()
+        try:
+            metrics = run.next_level()
+        except DivergedError as err:
+            tune.report({"level": run.level, DIVERGED: str(err), metric: float("nan")})
+            raise
         with tempfile.TemporaryDirectory() as d:
             torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+class NoRetryOnDivergence(tune.Callback):
+    """Driver callback: a diverged trial ends as ERROR at once instead of being retried from its checkpoint."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(DIVERGED):
+            trial.max_failures = 0
