@@ -1,0 +1,34 @@
+"""`lth-tune flatness CHECKPOINT` on a saved IMP level."""
+
+import json
+
+import torch
+
+from lth_tune.cli import main
+from lth_tune.config import ExperimentConfig
+from lth_tune.imp import IMPRun
+from lth_tune.tune.trainable import CHECKPOINT_FILE
+
+
+def test_flatness_cli_on_a_level_checkpoint(tmp_path, data_root):
+    cfg = ExperimentConfig.model_validate({
+        "data": {"dataset": "mnist1d", "root": data_root, "train_subset": 300},
+        "model": {"name": "mlp", "widths": [16]}, "train": {"epochs": 1}, "pruning": {"levels": 1},
+        "flatness": {"method": "fast", "n_batches": 1, "batch_size": 200},
+    })
+    run = IMPRun(cfg, device="cpu")
+    run.run()
+    ckpt = tmp_path / "checkpoint_000001"
+    ckpt.mkdir()
+    torch.save(run.state_dict(), ckpt / CHECKPOINT_FILE)
+    weights = {k: v.clone() for k, v in run.model.state_dict().items()}
+    assert main(["flatness", str(ckpt), "--out", str(tmp_path / "out"), "--sharpness-sigma", "0.01"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["hessian_trace"] > 0 and metrics["hessian_top_eig"] > 0
+    assert metrics["density"] == run.history[-1]["density"] and metrics["level"] == 1
+    assert (tmp_path / "out" / "landscape.png").stat().st_size > 1000
+    losses = json.loads(metrics["landscape_losses"])
+    assert min(losses) == losses[len(losses) // 2]  # a trained ticket sits at the bottom of its 1-D slice
+    # the checkpoint is untouched
+    again = torch.load(ckpt / CHECKPOINT_FILE, weights_only=True)["model"]
+    assert all(torch.equal(again[k], weights[k]) for k in weights)
