@@ -1,0 +1,44 @@
+"""Smoke test of bench/throughput.py: the quick MLP measurement runs and gives sane numbers.
+
+No throughput target is asserted here (timings depend on the machine); see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("bench_throughput", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_quick_mlp_throughput_is_positive_and_finite(throughput):
+    import torch
+
+    threads = torch.get_num_threads()
+    start = time.perf_counter()
+    results = throughput.run(workloads=["mnist1d_mlp"], steps=5, repeats=2)
+    elapsed = time.perf_counter() - start
+
+    assert torch.get_num_threads() == threads  # the benchmark restores the thread setting
+    assert [r["workload"] for r in results] == ["mnist1d_mlp"]
+    (r,) = results
+    for key in ("ours_img_s", "ref_img_s", "ratio", "ours_img_cpu_s", "ref_img_cpu_s"):
+        assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+    assert r["steps"] == 5 and len(r["pair_ratios"]) == 2
+    assert "mnist1d_mlp" in throughput.format_table(results)
+    assert elapsed < 20, f"quick benchmark took {elapsed:.1f}s"
