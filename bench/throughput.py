@@ -253,36 +253,20 @@ class Side:
     cpu_times: list[float] = field(default_factory=list)
 
 
-WHAT_IF = ("channels_last", "bf16", "bf16_channels_last")
+PRECISIONS = ("fp32", "bf16")
 
 
-class WhatIf(nn.Module):
-    """NOT the IMP code path (``--what-if`` only): run our model's forward in channels-last memory
-    format and/or under bfloat16 autocast, to measure what such a trainer option would gain. Weights,
-    masks, gradients and the SGD update stay float32 and go through the same ``train_epochs``/stepper."""
-
-    def __init__(self, model: nn.Module, variant: str):
-        super().__init__()
-        self.model = model
-        self.channels_last = "channels_last" in variant
-        self.bf16 = variant.startswith("bf16")
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(x).float()
-
-
-def ours_side(w: Workload, model: nn.Module, device: torch.device, what_if: str | None = None) -> Side:
+def ours_side(w: Workload, model: nn.Module, device: torch.device, precision: str = "fp32") -> Side:
+    """Our trainer exactly as IMPRun runs it: channels-last for 2-D conv nets (the default of
+    ``train.channels_last``) and ``train.precision`` (bf16 = bfloat16 autocast, fp32 weights/updates)."""
     from lth_tune.data import batches
     from lth_tune.training import make_stepper, train_epochs
 
+    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = torch.bfloat16 if precision == "bf16" else None
     stepper = make_stepper("sgd", model, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    if what_if is not None:
-        model = WhatIf(model, what_if)
     gen = torch.Generator()
     gen.manual_seed(SEED + 1)
 
@@ -291,7 +275,8 @@ def ours_side(w: Workload, model: nn.Module, device: torch.device, what_if: str 
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         # exactly what IMPRun._train does for one epoch (regularizer off; the loop syncs once per epoch)
-        train_epochs(model, split, stepper, epochs=1, batch_size=BATCH_SIZE, generator=gen, augment=w.augment)
+        train_epochs(model, split, stepper, epochs=1, batch_size=BATCH_SIZE, generator=gen, augment=w.augment,
+                     autocast_dtype=autocast, channels_last=channels_last)
         _sync(device)
         return time.perf_counter() - t0, time.process_time() - c0
 
@@ -362,11 +347,11 @@ def measure(
     device: torch.device,
     workers: int = 0,
     breakdown: bool = False,
-    what_if: str | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     w = make_workload(workload, device)
     ours_model, ref_model, mask = build_ticket(w, device)
-    sides = [ours_side(w, ours_model, device, what_if), reference_side(w, ref_model, mask, device, workers)]
+    sides = [ours_side(w, ours_model, device, precision), reference_side(w, ref_model, mask, device, workers)]
     gen = torch.Generator()
     gen.manual_seed(SEED + 2)
     n, count = len(w.ours_split), steps * BATCH_SIZE
@@ -382,7 +367,7 @@ def measure(
     ours, ref = (count / statistics.median(s.times) for s in sides)
     ours_cpu, ref_cpu = (count / statistics.median(s.cpu_times) for s in sides)
     result = {
-        "workload": workload,
+        "workload": workload if precision == "fp32" else f"{workload} {precision}",
         "ours_img_s": ours,
         "ref_img_s": ref,
         "ratio": ours / ref,
@@ -417,7 +402,7 @@ def run(
     threads: int = 1,
     workers: int = 0,
     breakdown: bool = False,
-    what_if: str | None = None,
+    precisions: Sequence[str] = ("fp32",),
 ) -> list[dict[str, Any]]:
     """Measure every workload; ``steps`` / ``repeats`` override the per-workload defaults."""
     dev = torch.device(device)
@@ -432,8 +417,9 @@ def run(
                 raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
             s = steps if steps is not None else DEFAULT_STEPS[dev.type][name][int(quick)]
             r = repeats if repeats is not None else DEFAULT_REPEATS[int(quick)]
-            out.append(measure(name, steps=s, repeats=r, device=dev, workers=workers, breakdown=breakdown,
-                               what_if=what_if))
+            for precision in precisions:
+                out.append(measure(name, steps=s, repeats=r, device=dev, workers=workers, breakdown=breakdown,
+                                   precision=precision))
         return out
     finally:
         torch.set_num_threads(previous)
@@ -445,13 +431,13 @@ def _verdict(r: dict[str, Any]) -> str:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    head = (f"{'workload':<16}{'ours img/s':>11}{'ref img/s':>11}{'ratio':>7}  {'block ratios':<12}"
+    head = (f"{'workload':<21}{'ours img/s':>11}{'ref img/s':>11}{'ratio':>7}  {'block ratios':<12}"
             f"{'ours img/CPU-s':>15}{'ref img/CPU-s':>14}{'CPU ratio':>10}  target >= {TARGET_RATIO:g}x")
     lines = [head, "-" * (len(head) + 8)]
     for r in results:
         pr = r["pair_ratios"]
         lines.append(
-            f"{r['workload']:<16}{r['ours_img_s']:>11.0f}{r['ref_img_s']:>11.0f}{r['ratio']:>6.2f}x  "
+            f"{r['workload']:<21}{r['ours_img_s']:>11.0f}{r['ref_img_s']:>11.0f}{r['ratio']:>6.2f}x  "
             f"{min(pr):>4.2f}-{max(pr):<7.2f}{r['ours_img_cpu_s']:>15.0f}{r['ref_img_cpu_s']:>14.0f}"
             f"{r['cpu_ratio']:>9.2f}x  {_verdict(r)}"
         )
@@ -478,19 +464,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for both sides")
     p.add_argument("--workers", type=int, default=0, help="reference DataLoader num_workers")
     p.add_argument("--breakdown", action="store_true", help="also time the data pipelines alone")
-    p.add_argument("--what-if", choices=WHAT_IF, default=None,
-                   help="NOT the IMP code path: time our trainer with the forward in channels-last and/or "
-                        "bf16 autocast (what a trainer option would gain)")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                   help="our trainer's train.precision values to measure (reference is always fp32)")
     a = p.parse_args(argv)
 
     print(f"IMP training throughput, batch {BATCH_SIZE}, {PRUNE_FRACTION:.0%} pruned (global magnitude), "
           f"SGD lr {LR} momentum {MOMENTUM} wd {WEIGHT_DECAY}")
     print(f"device {a.device}, torch.set_num_threads({a.threads}) for both sides, reference DataLoader "
           f"num_workers={a.workers}; torch {torch.__version__}")
-    if a.what_if:
-        print(f"WHAT-IF: our side runs its forward with {a.what_if} (not the IMP code path; fp32 weights/update)")
+    print("ours: the IMP trainer (channels-last for 2-D conv nets); 'bf16' rows = train.precision: bf16 "
+          "(bfloat16 autocast; weights, masks, updates fp32)")
     results = run(a.workloads, steps=a.steps, repeats=a.repeats, quick=a.quick, device=a.device,
-                  threads=a.threads, workers=a.workers, breakdown=a.breakdown, what_if=a.what_if)
+                  threads=a.threads, workers=a.workers, breakdown=a.breakdown, precisions=a.precisions)
     for r in results:
         print(f"  {r['workload']}: {r['note']}; {r['repeats']} timed blocks of {r['steps']} steps per side")
     print()

@@ -74,6 +74,9 @@ class TrainConfig(_Strict):
     rho: float = Field(0.05, gt=0.0, description="SAM neighbourhood radius ρ (Foret et al. 2021)")
     adaptive: bool = Field(False, description="adaptive SAM (Kwon et al. 2021)")
     nvrm_b: float = Field(0.01, gt=0.0, description="NVRM noise scale b (Xie et al. 2021)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 = forward/backward under bfloat16 autocast (weights, masks, updates stay fp32)")
+    channels_last: bool | None = Field(None, description="channels-last memory format; None = on for 2-D conv nets")
 
     @model_validator(mode="after")
     def _milestones(self):
@@ -118,10 +121,23 @@ class BoundConfig(_Strict):
 
     levels: list[int] | Literal["last", "all", "none"] = "none"
     prior_sigma: float = Field(0.01, gt=0.0, description="prior standard deviation σ_p (a searched grid value)")
+    prior_sigmas: list[float] | None = Field(
+        None, description="declared σ_p grid evaluated within each trial (replaces prior_sigma); its length J "
+        "enters the union bound: the trial reports its best σ_p at δ/J, analysis recertifies at δ/(K·J)")
     delta: float = Field(0.05, gt=0.0, lt=1.0)
     delta_prime: float = Field(0.01, gt=0.0, lt=1.0)
     mc_samples: int = Field(100, gt=0)
     steps: int = Field(200, ge=0, description="optimisation steps for the posterior variance")
+
+    @field_validator("prior_sigmas")
+    @classmethod
+    def _sigmas(cls, v):
+        if v is not None:
+            if not v or any(not (s > 0 and math.isfinite(s)) for s in v):
+                raise ValueError("prior_sigmas must be a non-empty list of positive numbers")
+            if len(set(v)) != len(v):
+                raise ValueError("prior_sigmas must be distinct (each value counts once in the union bound)")
+        return v
 
 
 class PBPConfig(_Strict):
@@ -145,6 +161,27 @@ class PBPConfig(_Strict):
     delta: float = Field(0.05, gt=0.0, lt=1.0)
     delta_prime: float = Field(0.01, gt=0.0, lt=1.0)
     mc_samples: int = Field(100, gt=0, description="sampled networks m for the Monte Carlo Gibbs risk")
+    eval_samples: int = Field(10, gt=0, description="sampled networks for the reported train/test errors of P, Q")
+    train_probs: bool = Field(True, description="stage 3 trains the posterior keep-probabilities (else only W)")
+    milestones: list[float] = Field(
+        default_factory=list, description="fractions of each stage's epochs where the lr is multiplied by "
+        "train.gamma (D.2 CIFAR-10: [0.5, 0.75])")
+
+    @field_validator("milestones")
+    @classmethod
+    def _fractions(cls, v):
+        if any(not 0.0 < f <= 1.0 for f in v):
+            raise ValueError(f"milestones are fractions of a stage's epochs in (0, 1], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.delta + self.delta_prime >= 1.0:
+            raise ValueError(f"delta + delta_prime must be < 1, got {self.delta} + {self.delta_prime}")
+        if self.prior_shape == "block_isotropic" and not self.epsilon * self.sparsity < 1.0 - self.sparsity:
+            raise ValueError(f"block_isotropic prior needs epsilon*s/(1-s) < 1 (paper 004 eq. (6)); got "
+                             f"epsilon={self.epsilon}, sparsity={self.sparsity}")
+        return self
 
 
 class ExperimentConfig(_Strict):

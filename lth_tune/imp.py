@@ -68,7 +68,17 @@ def build_experiment_model(cfg: ExperimentConfig, data: DataBundle, device: torc
             widths=cfg.model.widths, width=cfg.model.width,
         )
     attach_masks(model, ignore=cfg.pruning.ignore)
-    return model.to(device)
+    model = model.to(device)
+    if uses_channels_last(cfg, model):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def uses_channels_last(cfg: ExperimentConfig, model: nn.Module) -> bool:
+    """Channels-last layout (faster 2-D convolutions on CPU and tensor cores) unless configured off."""
+    if cfg.train.channels_last is not None:
+        return cfg.train.channels_last
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def parameter_distance(model: nn.Module, reference: dict[str, torch.Tensor] | None) -> float:
@@ -148,6 +158,8 @@ class IMPRun:
             milestones=t.milestones, gamma=t.gamma, generator=generator(self.cfg.seed, "order", level),
             augment=self.data.augment, regularizer=Regularizer(reg.kind, reg.lam, self.theta_init),
             on_iteration=on_iteration,
+            autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None,
+            channels_last=uses_channels_last(self.cfg, self.model),
         )
         if level == 0 and self.rewind_snapshot is None:
             raise ValueError(

@@ -95,7 +95,9 @@ def prune_step(
 
         for m, alive_idx, rem in zip(layers, alive, removals):
             if rem.numel():
-                flat_mask = m.weight_mask.view(-1)  # prune.identity masks are contiguous
+                # reshape copies for channels-last masks: zero in the row-major copy, then write back
+                flat_mask = m.weight_mask.reshape(-1).clone()
                 flat_mask[alive_idx[rem]] = 0
+                m.weight_mask.copy_(flat_mask.view(m.weight_mask.shape))
     for m in layers:
         refresh(m)

@@ -46,10 +46,14 @@ def train_epochs(
     augment: bool = False,
     regularizer: Callable[[nn.Module], torch.Tensor | float] | None = None,
     on_iteration: Callable[[int], None] | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> float:
     """SGD-style training with a milestone schedule (lr ×γ at each epoch in ``milestones``).
 
     ``on_iteration(t)`` is called after iteration t (1-based) — IMP uses it to take the rewind snapshot.
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs forward/backward under autocast; ``channels_last``
+    feeds 4-D batches in channels-last layout (the model must have been converted by the caller).
     Returns the mean training loss of the last epoch. Raises ``DivergedError`` on a non-finite loss.
     """
     scheduler = torch.optim.lr_scheduler.MultiStepLR(stepper.optimizer, milestones=list(milestones), gamma=gamma)
@@ -59,8 +63,13 @@ def train_epochs(
         total, count = torch.zeros(()), 0
         for x, y in batches(split, batch_size, generator=generator, shuffle=True, augment=augment):
 
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+
             def closure(x=x, y=y):
-                loss = F.cross_entropy(model(x), y)
+                with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+                    loss = F.cross_entropy(model(x), y)
                 if regularizer is not None:
                     loss = loss + regularizer(model)
                 return loss
