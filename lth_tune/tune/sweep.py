@@ -134,7 +134,10 @@ def make_searcher(study: StudyConfig, exp_dir: Path | None = None):
 def make_trainable(study: StudyConfig):
     from ray import tune
 
-    from lth_tune.tune.trainable import imp_trainable as trainable_fn
+    if study.experiment.kind == "pbp":
+        from lth_tune.tune.pbp_trainable import pbp_trainable as trainable_fn
+    else:
+        from lth_tune.tune.trainable import imp_trainable as trainable_fn
 
     _, encoded = search_space(study)
     base = study.experiment.model_dump(mode="json")
@@ -221,7 +224,9 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+        # address "local" always starts a fresh cluster for this sweep: without it ray.init() would
+        # attach to whatever cluster last ran on this machine (another user's, or a test's)
+        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=verbose > 1)
     try:
         trainable = make_trainable(study)
@@ -240,7 +245,7 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
                 run_config=tune.RunConfig(
                     name=study.experiment_name, storage_path=storage_path,
                     failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # every level stays loadable
                     callbacks=[table, NoRetryOnDivergence(), CSVLoggerCallback(), JsonLoggerCallback(),
                                TBXLoggerCallback()],
                     verbose=verbose,
