@@ -58,6 +58,10 @@ def cmd_validate(args) -> int:
           f"{s.trials()} trials with the {s.sampler} sampler")
     for key, values in grid.items():
         print(f"  {key}: {values}")
+    b = study.experiment.bound
+    if b.levels != "none" and b.prior_sigmas:
+        print(f"  ticket bounds also union over {len(b.prior_sigmas)} prior σ_p values per trial: "
+              f"certified selection uses K = {s.grid_size()} × {len(b.prior_sigmas)} × (levels selected over)")
     return 0
 
 
