@@ -1,0 +1,81 @@
+"""Paper 004 Figure 4 / Figure 1 from PBP / PFT results tables."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.pbp_figures import certified_table, run_pbp_analyses
+from lth_tune.pacbayes import certify
+
+
+def study_record(grid, experiment_pbp=None):
+    pbp = {"alpha": 0.5, "sparsity": 0.9, "init_criterion": "magnitude", "mode": "pbp"}
+    pbp.update(experiment_pbp or {})
+    size = int(np.prod([len(v) for v in grid.values()])) if grid else 1
+    return {"study": {"experiment": {"seed": 0, "pbp": pbp}}, "grid": grid, "grid_size": size}
+
+
+def pbp_results():
+    rng = np.random.default_rng(0)
+    rows = []
+    grid = {"pbp.alpha": [0.4, 0.8], "pbp.sparsity": [0.5, 0.9], "pbp.prior_var": [1e-5, 1e-4]}
+    for i, (a, s, v) in enumerate(itertools.product(*grid.values())):
+        tid = f"t{i}"
+        base = {"trial_id": tid, "config/pbp.alpha": a, "config/pbp.sparsity": s, "config/pbp.prior_var": v,
+                "mode": "pbp"}
+        rows.append({**base, "level": 0, "stage": 1, "density": 1.0, "test_acc": 0.9})
+        risk = float(0.05 + 0.1 * s + 0.02 * rng.random())
+        common = {"cert_emp_risk_mc": risk, "cert_m": 100, "cert_n": int(1000 * (1 - a)), "cert_delta": 0.05,
+                  "cert_delta_prime": 0.01, "cert_confidence": 0.94}
+        rows.append({**base, **common, "level": 1, "stage": 2, "cert_kl": 0.0, "density": 1 - s,
+                     "test_err_prior": risk + 0.01, "test_acc": 1 - risk})
+        c = certify(risk, 100, 5.0, int(1000 * (1 - a)), form="theorem1")
+        rows.append({**base, **common, "level": 2, "stage": 3, "cert_kl": 5.0 + 10 * v * 1e4, "bound": c.bound,
+                     "density": 1 - s, "test_err_posterior": risk, "test_err_prior": risk + 0.01,
+                     "test_acc": 1 - risk})
+    return grid, pd.DataFrame(rows)
+
+
+def test_no_pbp_columns_gives_nothing(tmp_path):
+    df = pd.DataFrame({"trial_id": ["a"], "level": [0], "density": [1.0], "test_acc": [0.5]})
+    assert run_pbp_analyses(study_record({}), df, tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figure4_selects_the_smallest_recertified_bound_per_cell(tmp_path):
+    grid, df = pbp_results()
+    study = study_record(grid)
+    written = run_pbp_analyses(study, df, tmp_path / "out")
+    names = sorted(p.name for p in written)
+    assert names == ["pbp_bound_vs_sparsity.png", "pbp_certified.csv"]
+    assert all(p.is_file() and p.stat().st_size > 0 for p in written)
+    table = pd.read_csv(tmp_path / "out" / "pbp_certified.csv")
+    assert len(table) == 4  # one row per (α, sparsity) cell
+    assert (table["grid_size_K"] == 8).all()
+    final = df[df["stage"] == 3]
+    for row in table.itertuples():
+        cell = final[(final["config/pbp.alpha"] == row.alpha) & (final["config/pbp.sparsity"] == row.sparsity_target)]
+        recert = [certify(r.cert_emp_risk_mc, 100, r.cert_kl, r.cert_n, form="theorem1", grid_size=8).bound
+                  for r in cell.itertuples()]
+        assert row.bound_K == pytest.approx(min(recert), rel=1e-12)
+        assert row.bound_K > row.bound  # the union bound over K = 8 costs something
+        assert row.bound_kl_K <= row.bound_K
+    # a smaller δ tightens nothing
+    looser = certified_table(study, df, delta=0.01)
+    assert (looser["bound_K"].to_numpy() > table["bound_K"].to_numpy()).all()
+
+
+def test_figure1_pft_vs_baseline(tmp_path):
+    rows = []
+    for i, (crit, s, seed) in enumerate(itertools.product(["magnitude", "snip", "random"], [0.5, 0.9], [0, 1])):
+        base = {"trial_id": f"t{i}", "config/pbp.init_criterion": crit, "config/pbp.sparsity": s, "config/seed": seed,
+                "mode": "pft"}
+        rows.append({**base, "level": 0, "stage": 1, "density": 1.0, "test_acc": 0.9})
+        rows.append({**base, "level": 2, "stage": 3, "density": 1 - s, "test_acc": 0.8, "test_acc_pft": 0.8 - 0.1 * s,
+                     "test_acc_baseline": 0.75 - 0.2 * s})
+    grid = {"pbp.init_criterion": ["magnitude", "snip", "random"], "pbp.sparsity": [0.5, 0.9], "seed": [0, 1]}
+    written = run_pbp_analyses(study_record(grid, {"mode": "pft"}), pd.DataFrame(rows), tmp_path)
+    assert [p.name for p in written] == ["pft_vs_baseline.png"]
+    assert written[0].stat().st_size > 0
