@@ -26,8 +26,14 @@ def test_measure_fast_all_metrics(tmp_path):
     assert (tmp_path / "landscape.csv").exists() and (tmp_path / "landscape.png").exists()
     assert out["landscape_png"] == str(tmp_path / "landscape.png")
     assert {"expected_sharpness", "expected_sharpness_se", "expected_sharpness_sigma"} <= set(out)
-    artefacts = {"landscape_csv", "landscape_png"}
+    artefacts = {"landscape_csv", "landscape_png", "landscape_alphas", "landscape_losses"}
     assert all(isinstance(v, (int, float)) for k, v in out.items() if k not in artefacts)
+    # the curve travels with the results as JSON (Figure 2 is drawn from results.csv)
+    import json
+
+    assert json.loads(out["landscape_alphas"]) == [-0.5, 0.0, 0.5]
+    losses = json.loads(out["landscape_losses"])
+    assert len(losses) == 3 and losses[1] == pytest.approx(out["landscape_loss0"])
 
 
 def test_measure_pyhessian_subset_and_fallback():
