@@ -219,9 +219,6 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         if remote:
             upload_files(exp_dir, remote, [STUDY_FILE])
 
-    # Tune saves its trial list + searcher every TUNE_GLOBAL_CHECKPOINT_S (default "auto": >= 10 s); a
-    # driver crash loses what happened since. Our experiment state is small, so save it often.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     started_here = not ray.is_initialized()
     if started_here:
         # address "local" always starts a fresh cluster for this sweep: without it ray.init() would
