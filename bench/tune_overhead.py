@@ -23,6 +23,7 @@ MNIST-1D MLP trials are tiny on purpose: the overhead is per trial and per level
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -89,13 +90,13 @@ def measure(root: str, trials: int, levels: int, epochs: int, concurrent: int, r
     startups, reports, ends, compute = [], [], [], 0.0
     spans = sorted((ev[0][1], ev[-1][1]) for ev in timing.events.values())
     first_start, last_end = spans[0][0], max(e for _, e in spans)
-    gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])] if concurrent == 1 else [0.0]
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)] if concurrent == 1 else [0.0]
     for ev in timing.events.values():
         start = ev[0][1]
         results = [(t, s) for kind, t, s in ev if kind == "result"]
         end = ev[-1][1]
         startups.append(results[0][0] - start - results[0][1])
-        reports += [(t1 - t0_) - s1 for (t0_, _), (t1, s1) in zip(results, results[1:])]
+        reports += [(t1 - t0_) - s1 for (t0_, _), (t1, s1) in itertools.pairwise(results)]
         ends.append(end - results[-1][0])
         compute += sum(s for _, s in results)
 

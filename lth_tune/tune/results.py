@@ -25,6 +25,8 @@ from ray import tune
 
 RESULTS_FILE = "results.csv"
 TRIALS_FILE = "trials.csv"
+#: The Optuna study of ``search.storage: sqlite`` (mirrored with the tables: the searcher writes it on this thread).
+OPTUNA_DB = "optuna.db"
 logger = logging.getLogger(__name__)
 #: Tune's bookkeeping keys that are not worth a column.
 _SKIP = {
@@ -152,7 +154,7 @@ class ResultsTable(tune.Callback):
             write_csv_atomic(pd.DataFrame(list(self.status.values())), self.dir / TRIALS_FILE)
         if self.mirror and (force or time.monotonic() - self._uploaded >= self.upload_every_s):
             try:
-                upload_files(self.dir, self.mirror, [RESULTS_FILE, TRIALS_FILE])
+                upload_files(self.dir, self.mirror, [RESULTS_FILE, TRIALS_FILE, OPTUNA_DB])
                 self._uploaded = time.monotonic()
             except OSError as err:  # a transient storage error must not end the study: retried next flush
                 logger.warning("could not mirror the results tables to %s: %s", self.mirror, err)

@@ -14,6 +14,7 @@ import pandas as pd
 from ray.tune.search.optuna import OptunaSearch
 
 from lth_tune.config import StudyConfig, StudyError
+from lth_tune.tune.results import OPTUNA_DB
 
 STUDY_FILE = "study.json"
 _SCALARS = (bool, int, float, str, type(None))
@@ -112,7 +113,7 @@ def optuna_storage_url(study: StudyConfig, exp_dir: Path) -> str | None:
     """``search.storage``: None (in memory), 'sqlite' (a file in the experiment directory) or a SQLAlchemy URL."""
     url = study.search.storage
     if url == "sqlite":
-        return f"sqlite:///{(exp_dir / 'optuna.db').resolve()}"
+        return f"sqlite:///{(exp_dir / OPTUNA_DB).resolve()}"
     return url
 
 
@@ -211,7 +212,7 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
     storage_path, exp_dir = experiment_dir(study, storage)
     remote = join_uri(storage_path, study.experiment_name) if is_uri(storage_path) else None
     if remote:  # a driver on a new machine continues from the tables mirrored next to the checkpoints
-        download_missing(remote, exp_dir, [STUDY_FILE, RESULTS_FILE, TRIALS_FILE])
+        download_missing(remote, exp_dir, [STUDY_FILE, RESULTS_FILE, TRIALS_FILE, OPTUNA_DB])
     check_resume(study, exp_dir, resume)
     prepare_data(study)
     if not resume:

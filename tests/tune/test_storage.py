@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -127,7 +128,7 @@ def test_optuna_storage_sqlite_shorthand(tmp_path):
 
 def _moto_python():
     for exe in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
-        if exe and subprocess.run([exe, "-c", "import moto.server"], capture_output=True).returncode == 0:
+        if exe and subprocess.run([exe, "-c", "import moto.server"], capture_output=True, check=False).returncode == 0:
             return exe
     return None
 
@@ -171,7 +172,7 @@ def test_sweep_on_s3_storage_and_resume_from_a_fresh_driver(s3_bucket, tmp_path,
         "experiment": {"seed": 1, "data": {"dataset": "mnist1d", "root": data_root, "train_subset": 600},
                        "model": {"name": "mlp", "widths": [32]}, "train": {"epochs": 2, "batch_size": 64},
                        "pruning": {"levels": 1}},
-        "search": {"sampler": "grid", "space": {"train.lr": {"choice": [0.05, 0.1]}}},
+        "search": {"sampler": "grid", "space": {"train.lr": {"choice": [0.05, 0.1]}}, "storage": "sqlite"},
         "output": {"dir": str(tmp_path / "local")},
     }
     path = tmp_path / "s3study.yaml"
@@ -185,7 +186,7 @@ def test_sweep_on_s3_storage_and_resume_from_a_fresh_driver(s3_bucket, tmp_path,
     files = [f.path.removeprefix(f"{s3_bucket}/studies/s3study/") for f in
              fs.get_file_info(pyarrow.fs.FileSelector(f"{s3_bucket}/studies/s3study", recursive=True))
              if f.type == pyarrow.fs.FileType.File]
-    assert {"study.json", "results.csv", "trials.csv", "tuner.pkl"} <= set(files)
+    assert {"study.json", "results.csv", "trials.csv", "optuna.db", "tuner.pkl"} <= set(files)
     assert sum(f.endswith("/imp_state.pt") for f in files) == 2 * 2  # a checkpoint per trial per level
     assert sum("events.out.tfevents" in f for f in files) == 2  # TensorBoard, one file per trial
     with fs.open_input_stream(f"{s3_bucket}/studies/s3study/results.csv") as f:
@@ -195,6 +196,8 @@ def test_sweep_on_s3_storage_and_resume_from_a_fresh_driver(s3_bucket, tmp_path,
     shutil.rmtree(tmp_path / "local")  # a new driver machine: nothing local, everything in the bucket
     again = run_sweep(load_study(path), storage=storage, resume=True, verbose=0)
     assert (tmp_path / "local" / "s3study" / "study.json").is_file()
+    db = f"sqlite:///{tmp_path / 'local' / 's3study' / 'optuna.db'}"  # the Optuna study came back too
+    assert len(optuna.load_study(study_name="s3study", storage=db).trials) == 2
     pd.testing.assert_frame_equal(again.results, outcome.results)
     with pytest.raises(StudyError, match="--resume"):
         run_sweep(load_study(path), storage=storage, verbose=0)  # the bucket's experiment is never clobbered
