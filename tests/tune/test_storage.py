@@ -201,3 +201,23 @@ def test_sweep_on_s3_storage_and_resume_from_a_fresh_driver(s3_bucket, tmp_path,
     pd.testing.assert_frame_equal(again.results, outcome.results)
     with pytest.raises(StudyError, match="--resume"):
         run_sweep(load_study(path), storage=storage, verbose=0)  # the bucket's experiment is never clobbered
+
+
+def test_restored_searcher_fails_rdb_trials_asked_for_after_its_checkpoint(tmp_path):
+    from lth_tune.tune.sweep import DurableOptunaSearch, make_searcher
+
+    study = study_from_dict({"name": "orphans", "search": {"sampler": "random", "storage": "sqlite", "num_trials": 4,
+                                                           "space": {"train.lr": {"choice": [0.01, 0.1]}}}})
+    limiter = make_searcher(study, tmp_path)
+    searcher = limiter.searcher
+    assert isinstance(searcher, DurableOptunaSearch)
+    searcher.suggest("a")
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tune's experiment checkpoint
+    searcher.suggest("b")  # asked for after it: the driver dies before the next checkpoint
+    restored = DurableOptunaSearch()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    db = optuna.load_study(study_name="orphans", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in db.trials] == ["RUNNING", "FAIL"]  # "a" goes on; "b" will be asked for again
+    restored.on_trial_complete("a", {"val_acc": 0.5})
+    assert optuna.load_study(study_name="orphans", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials[0].state.name \
+        == "COMPLETE"
