@@ -9,16 +9,9 @@ Divergence is handled as in :func:`lth_tune.tune.trainable.imp_trainable`.
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import torch
-from ray import tune
-
-from lth_tune.tune.trainable import DIVERGED, configure_torch, trial_config
+from lth_tune.tune.trainable import configure_torch, run_resumable, trial_config
 
 CHECKPOINT_FILE = "pbp_state.pt"
 
@@ -27,23 +20,8 @@ def pbp_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict
                   threads: int = 1, gpu_fraction: float = 0.0, metric: str = "bound") -> None:
     """PBP / PFT as a Tune trainable: report + checkpoint after every stage."""
     from lth_tune.pacbayes.pbp import PBPRun
-    from lth_tune.training.loop import DivergedError
 
     configure_torch(threads, gpu_fraction)
-    cfg = trial_config(base, config, encoded)
-    run = PBPRun(cfg)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True))
-    while not run.finished:
-        try:
-            metrics = run.next_stage()
-        except DivergedError as err:
-            tune.report({"level": run.stage - 1, "stage": run.stage, DIVERGED: str(err), metric: float("nan")})
-            raise
-        metrics = dict(metrics)
-        metrics.setdefault(metric, math.nan)
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    run = PBPRun(trial_config(base, config, encoded))
+    run_resumable(run, run.next_stage, CHECKPOINT_FILE, metric,
+                  lambda: {"level": run.stage - 1, "stage": run.stage})

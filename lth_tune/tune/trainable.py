@@ -12,8 +12,10 @@ diverge again at the same level. Node failures and other errors are still retrie
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,28 +47,40 @@ def configure_torch(threads: int, gpu_fraction: float = 0.0) -> None:
         torch.cuda.set_per_process_memory_fraction(gpu_fraction)
 
 
+def run_resumable(run, step: Callable[[], dict], checkpoint_file: str, metric: str,
+                  position: Callable[[], dict]) -> None:
+    """Restore ``run`` from the trial's latest checkpoint, then ``step()`` until ``run.finished``,
+    reporting + checkpointing after every step (one Tune iteration = one IMP level / one PBP stage).
+
+    A ``DivergedError`` is reported with its reason (``position()`` says where) and re-raised, so the trial
+    ends as errored; every report carries the study ``metric`` (nan where a step has none).
+    """
+    from lth_tune.training.loop import DivergedError
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            run.load_state_dict(torch.load(Path(d) / checkpoint_file, weights_only=True))
+    while not run.finished:
+        try:
+            metrics = dict(step())
+        except DivergedError as err:
+            tune.report({**position(), DIVERGED: str(err), metric: float("nan")})
+            raise
+        metrics.setdefault(metric, math.nan)
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(run.state_dict(), os.path.join(d, checkpoint_file))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
 def imp_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict | None = None,
                   threads: int = 1, gpu_fraction: float = 0.0, metric: str = "val_acc") -> None:
     """IMP as a Tune trainable: report + checkpoint after every level."""
     from lth_tune.imp import IMPRun
-    from lth_tune.training.loop import DivergedError
 
     configure_torch(threads, gpu_fraction)
-    cfg = trial_config(base, config, encoded)
-    run = IMPRun(cfg)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, weights_only=True))
-    while not run.finished:
-        try:
-            metrics = run.next_level()
-        except DivergedError as err:
-            tune.report({"level": run.level, DIVERGED: str(err), metric: float("nan")})
-            raise
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+    run = IMPRun(trial_config(base, config, encoded))
+    run_resumable(run, run.next_level, CHECKPOINT_FILE, metric, lambda: {"level": run.level})
 
 
 class NoRetryOnDivergence(tune.Callback):
