@@ -26,7 +26,7 @@ def annotate(study: dict, df: pd.DataFrame, name: str) -> pd.DataFrame:
     df["lr"] = column_or_constant(df, study, "train.lr")
     df["label_noise"] = column_or_constant(df, study, "data.label_noise")
     df["seed"] = column_or_constant(df, study, "seed")
-    for opt, key in HYPER.items():
+    for key in HYPER.values():
         df[key] = column_or_constant(df, study, key)
     return df
 

@@ -197,7 +197,7 @@ class ExperimentConfig(_Strict):
     pbp: PBPConfig = Field(default_factory=PBPConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
-    def with_params(self, params: dict[str, Any]) -> "ExperimentConfig":
+    def with_params(self, params: dict[str, Any]) -> ExperimentConfig:
         """A copy with dotted-key values (e.g. ``{"train.lr": 0.01}``) substituted and re-validated."""
         raw = self.model_dump()
         for key, value in params.items():
@@ -262,7 +262,7 @@ class GridParam(_Strict):
 def _round_sig(x: float, sig: int = 10) -> float:
     if x == 0 or not math.isfinite(x):
         return x
-    return round(x, sig - 1 - int(math.floor(math.log10(abs(x)))))
+    return round(x, sig - 1 - math.floor(math.log10(abs(x))))
 
 
 class SearchConfig(_Strict):

@@ -1,4 +1,7 @@
+import itertools
+
 import pytest
+from pydantic import ValidationError
 
 from lth_tune.config import ExperimentConfig, GridParam, StudyError, load_study, study_from_dict
 
@@ -24,7 +27,7 @@ def test_l2init_grid_includes_zero_and_two_lrs():
     grid = study.search.grid()
     lams = grid["regularizer.lam"]
     assert lams[0] == 0.0 and len(lams) >= 4
-    assert all(b > a for a, b in zip(lams, lams[1:]))
+    assert all(b > a for a, b in itertools.pairwise(lams))
     assert len(grid["train.lr"]) == 2
     assert study.experiment.regularizer.kind == "l2_init"
     assert (1 - study.experiment.pruning.fraction) ** study.experiment.pruning.levels <= 0.2
@@ -79,7 +82,7 @@ def test_with_params_substitutes_and_revalidates():
     cfg = ExperimentConfig()
     new = cfg.with_params({"train.lr": 0.5, "regularizer.lam": 1e-3})
     assert new.train.lr == 0.5 and new.regularizer.lam == 1e-3 and cfg.train.lr == 0.1
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="train.lr"):
         cfg.with_params({"train.lr": -1})
 
 

@@ -15,7 +15,7 @@ Masks (``weight_mask`` from ``torch.nn.utils.prune``) restrict e and ε to unpru
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -152,7 +152,7 @@ def make_stepper(
     generator: torch.Generator | None = None,
 ) -> Stepper:
     """``sgd`` | ``sam`` | ``nvrm`` on the model's trainable parameters."""
-    kw = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
+    kw = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
     if name == "sgd":
         return SGD(model, **kw)
     if name == "sam":
