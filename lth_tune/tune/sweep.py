@@ -260,4 +260,16 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         print(f"{errors} of {len(grid)} trials errored; reasons in {exp_dir / TRIALS_FILE}")
     print(f"results: {exp_dir / RESULTS_FILE}{f' (mirrored to {remote})' if remote else ''}   "
           f"TensorBoard: tensorboard --logdir {remote or Path(storage_path) / study.experiment_name}")
+    if not df.empty:
+        draw_figures(exp_dir)
     return SweepOutcome(exp_dir, df, len(grid), errors)
+
+
+def draw_figures(exp_dir: Path) -> None:
+    """The experiment's figures (``lth-tune analyze``) right away; a plotting problem never fails a sweep."""
+    from analysis import analyze_experiment
+
+    try:
+        analyze_experiment(exp_dir)
+    except Exception as err:  # noqa: BLE001 - the results are safe on disk; say why and move on
+        print(f"figures skipped ({err.__class__.__name__}: {err}); retry with: lth-tune analyze {exp_dir}")
