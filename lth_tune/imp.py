@@ -59,16 +59,21 @@ def load_experiment_data(cfg: ExperimentConfig, device: torch.device) -> DataBun
     )
 
 
-def build_experiment_model(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> nn.Module:
-    """The network at initialisation: seeded, masks attached (all ones), on ``device``."""
+def init_model(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> nn.Module:
+    """The network at initialisation θ_init: seeded by ``(seed, "init")`` only, no masks, on ``device``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(cfg.seed, "init"))
         model = build_model(
             cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
             widths=cfg.model.widths, width=cfg.model.width,
         )
+    return model.to(device)
+
+
+def build_experiment_model(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> nn.Module:
+    """The IMP network at initialisation: :func:`init_model` with masks attached (all ones)."""
+    model = init_model(cfg, data, device)
     attach_masks(model, ignore=cfg.pruning.ignore)
-    model = model.to(device)
     if uses_channels_last(cfg, model):
         model = model.to(memory_format=torch.channels_last)
     return model

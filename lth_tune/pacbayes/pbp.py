@@ -43,8 +43,7 @@ from torch import nn
 
 from lth_tune.config import ExperimentConfig
 from lth_tune.data import DataBundle, Split, batches, prior_bound_split
-from lth_tune.imp import derived_seed, generator, load_experiment_data, resolve_device
-from lth_tune.models import build_model
+from lth_tune.imp import derived_seed, generator, init_model, load_experiment_data, resolve_device
 from lth_tune.pruning import apply_mask_to_weights, attach_masks, density, load_mask_state
 from lth_tune.training import evaluate, make_stepper, train_epochs
 from lth_tune.training.loop import DivergedError
@@ -61,21 +60,12 @@ from .stochastic import (
     top_k_masks,
 )
 
-__all__ = ["STAGE_NAMES", "PBPRun", "build_plain_model", "stage_milestones"]
+__all__ = ["STAGE_NAMES", "PBPRun", "stage_milestones"]
 
 STAGE_NAMES = {
     "pbp": {1: "prior_pretrain", 2: "prior_finetune", 3: "posterior"},
     "pft": {1: "pretrain", 2: "mask_finetune", 3: "pft_finetune"},
 }
-
-
-def build_plain_model(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> nn.Module:
-    """The network at initialisation (same seed as :func:`lth_tune.imp.build_experiment_model`), no masks."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed(cfg.seed, "init"))
-        model = build_model(cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
-                            widths=cfg.model.widths, width=cfg.model.width)
-    return model.to(device)
 
 
 def stage_milestones(fractions: list[float], epochs: int) -> list[int]:
@@ -139,7 +129,7 @@ class PBPRun:
         self.bound_split: Split = train.subset(bound_idx)
         if self.p.mode == "pbp" and len(self.bound_split) == 0:
             raise ValueError(f"the bound split S \\ S_P is empty (|S|={len(train)}, alpha={self.p.alpha})")
-        self.model = build_plain_model(cfg, self.data, self.device)
+        self.model = init_model(cfg, self.data, self.device)  # same θ_init as IMP for the same seed
         self.layers = stochastic_layers(self.model, cfg.pruning.ignore)
         self.net: StochasticNet | None = None
         self.prior: dict[str, dict[str, torch.Tensor]] | None = None
