@@ -31,7 +31,7 @@ def test_l2init_grid_includes_zero_and_two_lrs():
     assert len(grid["train.lr"]) == 2
     assert study.experiment.regularizer.kind == "l2_init"
     assert (1 - study.experiment.pruning.fraction) ** study.experiment.pruning.levels <= 0.2
-    assert study.search.grid_size() == len(lams) * 2
+    assert study.search.grid_size() == len(lams) * 2 * len(grid["seed"])
 
 
 def test_log_grid_values():

@@ -217,25 +217,32 @@ def load_results(experiment_dir: str | Path) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame, metric: str, mode: str, search_keys: list[str]) -> str:
-    """Best configuration (by the study metric at each trial's last level) and test accuracy vs density."""
+    """Best configuration (study metric at each trial's last level, mean over seeds if ``seed`` was searched)
+    and a table of test accuracy vs density per configuration."""
     if df.empty:
         return "no results"
-    last = df.sort_values("level").groupby("trial_id").tail(1)
-    last = last[last[metric].notna()] if metric in last else last
-    lines = []
-    if metric in last and not last.empty:
-        best = last.loc[last[metric].idxmax() if mode == "max" else last[metric].idxmin()]
-        params = ", ".join(f"{k}={best.get('config/' + k)}" for k in search_keys) or "(no searched keys)"
-        lines.append(f"best trial {best['trial_id']} ({metric}={best[metric]:.4f} at density "
-                     f"{best['density']:.3f}): {params}")
-    cols = [f"config/{k}" for k in search_keys if f"config/{k}" in df]
+    keys = [k for k in search_keys if k != "seed" and f"config/{k}" in df]
+    cols = [f"config/{k}" for k in keys]
+    seeds = "seed" in search_keys
     table = df.copy()
+    table["config"] = table[cols].astype(str).agg(", ".join, axis=1) if cols else table["trial_id"]
+    lines = []
+    last = table.sort_values("level").groupby("trial_id").tail(1)
+    if metric in last and last[metric].notna().any():
+        per_config = last.groupby("config")[metric].agg(["mean", "std", "count"]).dropna(subset=["mean"])
+        best = per_config["mean"].idxmax() if mode == "max" else per_config["mean"].idxmin()
+        b = per_config.loc[best]
+        spread = f" ± {b['std']:.4f} over {int(b['count'])} seeds" if seeds and b["count"] > 1 else ""
+        density = last.loc[last["config"] == best, "density"].mean()
+        first = last[last["config"] == best].iloc[0]
+        named = ", ".join(f"{k}={first[c]}" for k, c in zip(keys, cols)) if cols else f"trial {best}"
+        lines.append(f"best configuration ({metric}={b['mean']:.4f}{spread} at density {density:.3f}): {named}")
     table["density"] = table["density"].round(3)
-    label = table[cols].astype(str).agg(", ".join, axis=1) if cols else table["trial_id"]
-    table["config"] = label
     pivot = table.pivot_table(index="config", columns="density", values="test_acc", aggfunc="mean")
     pivot = pivot[sorted(pivot.columns, reverse=True)]
-    lines.append("test accuracy by density (columns) for each configuration (rows: " + ", ".join(search_keys) + ")")
+    rows = ", ".join(keys) if keys else "trial"
+    lines.append(f"test accuracy by density (columns) for each configuration (rows: {rows})"
+                 + (", mean over seeds" if seeds else ""))
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format",
                            lambda v: "nan" if math.isnan(v) else f"{v:.3f}"):
         lines.append(pivot.to_string())

@@ -63,7 +63,7 @@ def test_sweep_writes_results_tensorboard_and_summary(tmp_path, data_root, capsy
     path = make_study(tmp_path, data_root)
     assert main(["sweep", str(path), "-v", "0"]) == 0
     out = capsys.readouterr().out
-    assert "best trial" in out and "test accuracy by density" in out
+    assert "best configuration" in out and "test accuracy by density" in out
     for png in ("accuracy_vs_density.png", "accuracy_vs_lambda_l2_init.png"):  # figures drawn at the end
         assert (tmp_path / "results" / "e2e" / "analysis" / png).stat().st_size > 5000
     exp = tmp_path / "results" / "e2e"
