@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +93,45 @@ def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
 
 
 class DurableOptunaSearch(OptunaSearch):
-    """OptunaSearch whose restore also tidies an RDB study (``search.storage``).
+    """OptunaSearch over a finite grid that does not re-run grid points and whose restore tidies an RDB study.
 
-    Tune saves the searcher (sampler state included) together with its trial list, so after a driver crash
-    both resume from the same moment. The database may be ahead: trials asked for after that moment stay
-    RUNNING there for ever. They are marked FAIL on restore; Tune asks for them again.
+    *Repeats.* TPE and random sampling on a categorical grid re-suggest points already tried. Following
+    Optuna's advice for duplicates, a repeat is told to the sampler with the known value (FAIL while the
+    first run is still going) and the sampler is asked again, until an untried point comes up or the grid
+    is exhausted (then a repeat runs).
+
+    *Durability* (``search.storage``). Tune saves the searcher (sampler state included) with its trial
+    list, so after a driver crash both resume from the same moment. The database may be ahead: trials asked
+    for after that moment stay RUNNING there for ever. They are marked FAIL on restore; Tune asks again.
     """
+
+    MAX_ASKS = 50
+
+    def suggest(self, trial_id: str):
+        tried = self.__dict__.setdefault("_tried", {})  # grid point -> value (None while running)
+        for _ in range(self.MAX_ASKS - 1):
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict) or len(tried) >= self._grid_size():
+                break
+            key = _grid_point(self._ot_trials[trial_id].params)
+            if key not in tried:
+                tried[key] = None
+                return config
+            repeat = self._ot_trials.pop(trial_id)
+            value = tried[key]
+            state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
+            self._ot_study.tell(repeat, value, state=state)
+        return super().suggest(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        ot_trial = self._ot_trials.get(trial_id)
+        value = (result or {}).get(self._metric) if not error else None
+        if ot_trial is not None and isinstance(value, (int, float)) and math.isfinite(value):
+            self.__dict__.setdefault("_tried", {})[_grid_point(ot_trial.params)] = float(value)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _grid_size(self) -> int:
+        return math.prod(len(d.choices) for d in self._space.values()) if isinstance(self._space, dict) else 0
 
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
@@ -107,6 +141,10 @@ class DurableOptunaSearch(OptunaSearch):
         for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if t._trial_id not in known:
                 self._ot_study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _grid_point(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
 
 
 def optuna_storage_url(study: StudyConfig, exp_dir: Path) -> str | None:
