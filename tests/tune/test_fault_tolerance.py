@@ -16,16 +16,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import yaml
 
 from lth_tune.config import load_study
-from lth_tune.imp import IMPRun
 from lth_tune.tune.sweep import make_searcher, run_sweep
+from tests.tune import studies
+from tests.tune.studies import assert_each_trial_matches_uninterrupted_run
 
 pytestmark = pytest.mark.e2e
-
-COMPARED = ["density", "train_loss", "train_acc", "val_acc", "test_acc", "dist_init", "weight_norm"]
-
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -41,39 +38,9 @@ def cluster():
         c.shutdown()
 
 
-def write_study(tmp_path, data_root, name, *, space, levels, epochs, search=None, train=None):
-    study = {
-        "name": name,
-        "experiment": {
-            "seed": 3,
-            "data": {"dataset": "mnist1d", "root": data_root, "train_subset": 600, "val_fraction": 0.2},
-            "model": {"name": "mlp", "widths": [32]},
-            "train": {"epochs": epochs, "lr": 0.05, "batch_size": 64, **(train or {})},
-            "regularizer": {"kind": "l2_init"},
-            "pruning": {"levels": levels},
-        },
-        "search": {"sampler": "grid", "seed": 0, "max_concurrent": 2, "max_failures": 2, "space": space,
-                   **(search or {})},
-        "resources": {"cpu": 1, "custom": {"worker": 1}},
-        "output": {"dir": str(tmp_path / "results")},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
-
-
-def assert_each_trial_matches_uninterrupted_run(df, study_path, keys):
-    """Per-level metrics of every trial equal an in-process IMPRun with the same config and seed."""
-    study = load_study(study_path)
-    refs = {}
-    for _, rows in df.groupby("trial_id"):
-        params = {k: rows[f"config/{k}"].iloc[0] for k in keys}
-        key = tuple(params.values())
-        if key not in refs:
-            refs[key] = pd.DataFrame(IMPRun(study.experiment.with_params(params), device="cpu").run())
-        rows = rows.sort_values("level").reset_index(drop=True)
-        for col in COMPARED:
-            pd.testing.assert_series_equal(rows[col], refs[key][col], check_names=False, rtol=1e-6)
+def write_study(tmp_path, data_root, name, **kw):
+    """Trials need the workers' custom resource, so they never land on the CPU-less head."""
+    return studies.write_study(tmp_path, data_root, name, resources={"custom": {"worker": 1}}, **kw)
 
 
 def read_csv(path: Path) -> pd.DataFrame:

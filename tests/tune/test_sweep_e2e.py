@@ -9,53 +9,19 @@ import time
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from lth_tune.cli import main
-from lth_tune.config import load_study
-from lth_tune.imp import IMPRun
+from tests.tune.studies import assert_each_trial_matches_uninterrupted_run, write_study
 
 pytestmark = pytest.mark.e2e
 
 METRICS = ["level", "density", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
            "dist_init", "weight_norm", "test_acc_gap", "time_s"]
+KEYS = ["train.lr", "regularizer.lam"]
 
 
 def make_study(tmp_path, data_root, *, levels=2, epochs=1, name="e2e"):
-    study = {
-        "name": name,
-        "experiment": {
-            "seed": 3,
-            "data": {"dataset": "mnist1d", "root": data_root, "train_subset": 600, "val_fraction": 0.2},
-            "model": {"name": "mlp", "widths": [32]},
-            "train": {"epochs": epochs, "lr": 0.05, "batch_size": 64},
-            "regularizer": {"kind": "l2_init"},
-            "pruning": {"levels": levels},
-        },
-        "search": {
-            "sampler": "grid", "seed": 0, "max_concurrent": 2,
-            "space": {"train.lr": {"choice": [0.01, 0.1]}, "regularizer.lam": {"choice": [0.0, 0.01]}},
-        },
-        "output": {"dir": str(tmp_path / "results")},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
-
-
-def reference_levels(study_path, lr, lam):
-    """The same trial run directly in-process (no Ray): the sweep must reproduce these numbers."""
-    study = load_study(study_path)
-    run = IMPRun(study.experiment.with_params({"train.lr": lr, "regularizer.lam": lam}), device="cpu")
-    return pd.DataFrame(run.run())
-
-
-def assert_matches_reference(df, study_path):
-    for (lr, lam), rows in df.groupby(["config/train.lr", "config/regularizer.lam"]):
-        ref = reference_levels(study_path, lr, lam)
-        rows = rows.sort_values("level").reset_index(drop=True)
-        for col in ["density", "train_loss", "val_acc", "test_acc", "dist_init"]:
-            pd.testing.assert_series_equal(rows[col], ref[col], check_names=False, rtol=1e-6)
+    return write_study(tmp_path, data_root, name, levels=levels, epochs=epochs)
 
 
 def test_sweep_writes_results_tensorboard_and_summary(tmp_path, data_root, capsys):
@@ -91,7 +57,7 @@ def test_sweep_writes_results_tensorboard_and_summary(tmp_path, data_root, capsy
         assert len(acc.Scalars(tag)) == 3
         hparams_files = list(d.rglob("events.out.tfevents*"))
         assert any(b"hparams" in f.read_bytes() for f in hparams_files)
-    assert_matches_reference(df, path)
+    assert_each_trial_matches_uninterrupted_run(df, path, KEYS)
 
 
 def test_sweep_refuses_to_overwrite_and_bad_input_exits_2(tmp_path, data_root, capsys):
@@ -136,4 +102,4 @@ def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_pat
     merged = before.merge(df, on=["trial_id", "level"], suffixes=("_before", ""))
     assert len(merged) == len(before)
     assert (merged["test_acc_before"] == merged["test_acc"]).all()
-    assert_matches_reference(df, path)
+    assert_each_trial_matches_uninterrupted_run(df, path, KEYS)
