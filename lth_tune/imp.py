@@ -17,6 +17,7 @@ every level (as in OpenLTH), so no optimiser state crosses a level boundary.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
@@ -111,6 +112,10 @@ class IMPRun:
         self.rewind_snapshot = self.init_snapshot if cfg.pruning.rewind_iteration == 0 else None
         self.level = 0  # the next level to run
         self.history: list[dict[str, float]] = []
+        per_level = math.ceil(len(self.data.train) / cfg.train.batch_size) * cfg.train.epochs
+        if cfg.pruning.rewind_iteration > per_level:
+            raise ValueError(f"pruning.rewind_iteration={cfg.pruning.rewind_iteration} exceeds the {per_level} "
+                             f"iterations of one level: lower it")
 
     @property
     def num_levels(self) -> int:
@@ -166,11 +171,6 @@ class IMPRun:
             autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None,
             channels_last=uses_channels_last(self.cfg, self.model),
         )
-        if level == 0 and self.rewind_snapshot is None:
-            raise ValueError(
-                f"pruning.rewind_iteration={self.cfg.pruning.rewind_iteration} exceeds the iterations of "
-                f"one level: lower it"
-            )
 
     def _measure(self, level: int) -> dict[str, float]:
         m: dict[str, float] = {"level": level, "density": density(self.model)}

@@ -114,3 +114,10 @@ def test_derived_seeds_are_stable_and_distinct():
     assert derived_seed(0, "order", 1) == derived_seed(0, "order", 1)
     assert len({derived_seed(0, "order", i) for i in range(100)}) == 100
     assert derived_seed(0, "order", 1) != derived_seed(1, "order", 1)
+
+
+def test_rewind_iteration_beyond_one_level_is_refused_before_training(data_root):
+    # 400 training examples / batch 50 × 2 epochs = 16 iterations per level
+    with pytest.raises(ValueError, match="rewind_iteration=17 exceeds the 16 iterations"):
+        IMPRun(config(data_root, **{"pruning.rewind_iteration": 17}), device="cpu")
+    IMPRun(config(data_root, **{"pruning.rewind_iteration": 16}), device="cpu").next_level()
