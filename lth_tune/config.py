@@ -40,19 +40,25 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100"] = "mnist1d"
+    dataset: Literal["mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100"] = Field(
+        "mnist1d", description="mnist1d is generated offline; the others are read in torchvision's layout")
     root: str | None = Field(None, description="dataset directory (default: $LTH_TUNE_DATA or ~/.cache/lth_tune/data)")
-    download: bool = False
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    download: bool = Field(False, description="let torchvision download a missing dataset (needs network)")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of the training set held out for validation (selection happens there)")
     label_noise: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training labels flipped (paper 000 §3.1)")
-    train_subset: int | None = Field(None, gt=0)
-    augment: bool | None = None
+    train_subset: int | None = Field(
+        None, gt=0, description="keep only this many training examples (quick runs)")
+    augment: bool | None = Field(
+        None, description="random crop (pad 4) + horizontal flip; None = on for CIFAR")
 
 
 class ModelConfig(_Strict):
-    name: Literal["mlp", "conv1d", "lenet_300_100", "lenet5", "resnet20", "vgg16"] = "mlp"
-    widths: list[int] | None = None
-    width: int | None = Field(None, gt=0)
+    name: Literal["mlp", "conv1d", "lenet_300_100", "lenet5", "resnet20", "vgg16"] = Field(
+        "mlp", description="architecture (OpenLTH structures for resnet20 / vgg16)")
+    widths: list[int] | None = Field(
+        None, description="hidden widths of mlp, e.g. [1000, 1000, 1000] (paper 004 MNIST)")
+    width: int | None = Field(None, gt=0, description="channels of conv1d / base width of resnet20 and vgg16")
 
     @field_validator("widths")
     @classmethod
@@ -63,14 +69,15 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    optimizer: Literal["sgd", "sam", "nvrm"] = "sgd"
-    lr: float = Field(0.1, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(128, gt=0)
-    epochs: int = Field(10, gt=0)
+    optimizer: Literal["sgd", "sam", "nvrm"] = Field(
+        "sgd", description="sgd, sam (ρ = rho) or nvrm (b = nvrm_b); perturbations touch unpruned weights only")
+    lr: float = Field(0.1, gt=0.0, description="learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0.0, description="SGD weight decay")
+    batch_size: int = Field(128, gt=0, description="minibatch size")
+    epochs: int = Field(10, gt=0, description="epochs per IMP level")
     milestones: list[int] = Field(default_factory=list, description="epochs at which lr is multiplied by gamma")
-    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="learning-rate factor at each milestone")
     rho: float = Field(0.05, gt=0.0, description="SAM neighbourhood radius ρ (Foret et al. 2021)")
     adaptive: bool = Field(False, description="adaptive SAM (Kwon et al. 2021)")
     nvrm_b: float = Field(0.01, gt=0.0, description="NVRM noise scale b (Xie et al. 2021)")
@@ -86,15 +93,18 @@ class TrainConfig(_Strict):
 
 
 class RegularizerConfig(_Strict):
-    kind: Literal["none", "l2_init", "l2_norm"] = "none"
+    kind: Literal["none", "l2_init", "l2_norm"] = Field(
+        "none", description="l2_init = λ‖m⊙(θ−θ_init)‖², l2_norm = λ‖m⊙θ‖² (paper 000 eq. 1)")
     lam: float = Field(0.0, ge=0.0, description="λ of paper 000 eq. (1)")
 
 
 class PruningConfig(_Strict):
     levels: int = Field(8, ge=0, description="IMP levels after the dense level 0")
     fraction: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of remaining weights pruned per level")
-    strategy: Literal["global", "layerwise"] = "global"
-    criterion: Literal["large_final", "small_final", "random"] = "large_final"
+    strategy: Literal["global", "layerwise"] = Field(
+        "global", description="global = one magnitude ranking over all layers; layerwise = per layer")
+    criterion: Literal["large_final", "small_final", "random"] = Field(
+        "large_final", description="large_final = IMP; small_final, random (paper 000 Table 2)")
     ignore: list[str] = Field(default_factory=list, description="module names never pruned, e.g. ['fc']")
     rewind_iteration: int = Field(0, ge=0, description="0 = rewind to init, k = rewind to iteration k")
 
@@ -105,28 +115,33 @@ class PruningConfig(_Strict):
 class FlatnessConfig(_Strict):
     """Flatness measurements on the trained ticket (paper 000 §3.2, §4.2)."""
 
-    levels: list[int] | Literal["last", "all", "none"] = "none"
-    trace: bool = True
-    top_eig: bool = True
-    landscape: bool = False
-    sharpness_sigma: float | None = Field(None, gt=0.0)
-    n_batches: int = Field(4, gt=0)
-    batch_size: int = Field(500, gt=0)
-    trace_iters: int = Field(100, gt=0)
-    method: Literal["pyhessian", "fast"] = "pyhessian"
+    levels: list[int] | Literal["last", "all", "none"] = Field(
+        "none", description="IMP levels to measure at: none, last, all or a list")
+    trace: bool = Field(True, description="Hessian trace")
+    top_eig: bool = Field(True, description="top Hessian eigenvalue")
+    landscape: bool = Field(False, description="1-D training loss along the top eigenvector (Figure 2)")
+    sharpness_sigma: float | None = Field(
+        None, gt=0.0, description="σ of the expected sharpness E[L(θ+ε)]−L(θ); None = skip")
+    n_batches: int = Field(4, gt=0, description="training batches the measurements use")
+    batch_size: int = Field(500, gt=0, description="size of those batches")
+    trace_iters: int = Field(100, gt=0, description="maximum Hutchinson probes (pyhessian)")
+    method: Literal["pyhessian", "fast"] = Field(
+        "pyhessian", description="pyhessian (paper 000) or fast (exact GGN-diagonal trace + Lanczos)")
 
 
 class BoundConfig(_Strict):
     """PAC-Bayes bound of the trained ticket (paper 000 §4.3)."""
 
-    levels: list[int] | Literal["last", "all", "none"] = "none"
+    levels: list[int] | Literal["last", "all", "none"] = Field(
+        "none", description="IMP levels to bound at: none, last, all or a list")
     prior_sigma: float = Field(0.01, gt=0.0, description="prior standard deviation σ_p (a searched grid value)")
     prior_sigmas: list[float] | None = Field(
         None, description="declared σ_p grid evaluated within each trial (replaces prior_sigma); its length J "
         "enters the union bound: the trial reports its best σ_p at δ/J, analysis recertifies at δ/(K·J)")
-    delta: float = Field(0.05, gt=0.0, lt=1.0)
-    delta_prime: float = Field(0.01, gt=0.0, lt=1.0)
-    mc_samples: int = Field(100, gt=0)
+    delta: float = Field(0.05, gt=0.0, lt=1.0, description="confidence parameter δ of the PAC-Bayes bound")
+    delta_prime: float = Field(
+        0.01, gt=0.0, lt=1.0, description="δ′ of the Monte Carlo step (total confidence 1−δ−δ′)")
+    mc_samples: int = Field(100, gt=0, description="sampled networks m for the Gibbs risk")
     steps: int = Field(200, ge=0, description="optimisation steps for the posterior variance")
 
     @field_validator("prior_sigmas")
@@ -143,23 +158,28 @@ class BoundConfig(_Strict):
 class PBPConfig(_Strict):
     """PAC-Bayes pruning / probabilistic fine-tuning (paper 004 §§2, 5–6, App. A–B, D.2)."""
 
-    mode: Literal["pbp", "pft"] = "pbp"
+    mode: Literal["pbp", "pft"] = Field(
+        "pbp", description="pbp = three stages with a certificate; pft = threshold the fine-tuned mask")
     alpha: float = Field(0.5, ge=0.0, lt=1.0, description="fraction |S_P|/|S| that trains the prior (§5.1)")
     sparsity: float = Field(0.9, ge=0.0, lt=1.0, description="target sparsity s of the stochastic mask")
-    init_criterion: Literal["magnitude", "snip", "random"] = "magnitude"
-    prior_shape: Literal["isotropic", "block_isotropic"] = "block_isotropic"
+    init_criterion: Literal["magnitude", "snip", "random"] = Field(
+        "magnitude", description="one-shot criterion initialising the keep-probabilities")
+    prior_shape: Literal["isotropic", "block_isotropic"] = Field(
+        "block_isotropic", description="isotropic (λ⁰ = 1−s) or block-isotropic (App. A.1)")
     epsilon: float = Field(1e-4, gt=0.0, lt=1.0, description="block-isotropic ε of App. A.1 eq. (6)")
-    mapping: Literal["sigmoid", "clamp"] = "sigmoid"
+    mapping: Literal["sigmoid", "clamp"] = Field(
+        "sigmoid", description="score → keep-probability: sigmoid or clamp (App. B.1)")
     beta: float = Field(0.5, gt=0.0, description="concrete (RelaxedBernoulli) temperature β (App. B.3)")
     prior_var: float = Field(1e-4, gt=0.0, description="per-weight prior variance σ² (a searched grid value, D.2)")
-    prior_lr: float = Field(0.01, gt=0.0)
+    prior_lr: float = Field(0.01, gt=0.0, description="learning rate of stages 1 and 2")
     prior_epochs: int = Field(10, ge=0, description="stage 1: pre-train the prior network on S_P")
     finetune_epochs: int = Field(10, ge=0, description="stage 2: fine-tune the stochastic prior on S_P")
-    posterior_lr: float = Field(1e-3, gt=0.0)
+    posterior_lr: float = Field(1e-3, gt=0.0, description="learning rate of stage 3 (searched in D.2)")
     posterior_epochs: int = Field(10, ge=0, description="stage 3: train the posterior on S to minimise Theorem 1")
     prob_floor: float = Field(1e-4, gt=0.0, lt=0.5, description="probability floor bounding the CE surrogate (A.3)")
-    delta: float = Field(0.05, gt=0.0, lt=1.0)
-    delta_prime: float = Field(0.01, gt=0.0, lt=1.0)
+    delta: float = Field(0.05, gt=0.0, lt=1.0, description="confidence parameter δ of Theorem 1")
+    delta_prime: float = Field(
+        0.01, gt=0.0, lt=1.0, description="δ′ of the Monte Carlo step (total confidence 1−δ−δ′)")
     mc_samples: int = Field(100, gt=0, description="sampled networks m for the Monte Carlo Gibbs risk")
     eval_samples: int = Field(10, gt=0, description="sampled networks for the reported train/test errors of P, Q")
     train_probs: bool = Field(True, description="stage 3 trains the posterior keep-probabilities (else only W)")
@@ -185,8 +205,9 @@ class PBPConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    kind: Literal["imp", "pbp"] = "imp"
-    seed: int = 0
+    kind: Literal["imp", "pbp"] = Field(
+        "imp", description="imp = an IMP run per trial (paper 000); pbp = PAC-Bayes pruning / PFT (paper 004)")
+    seed: int = Field(0, description="fixes init, data order, label noise, splits and every sampled quantity")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -195,7 +216,7 @@ class ExperimentConfig(_Strict):
     flatness: FlatnessConfig = Field(default_factory=FlatnessConfig)
     bound: BoundConfig = Field(default_factory=BoundConfig)
     pbp: PBPConfig = Field(default_factory=PBPConfig)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when visible, else cpu")
 
     def with_params(self, params: dict[str, Any]) -> ExperimentConfig:
         """A copy with dotted-key values (e.g. ``{"train.lr": 0.01}``) substituted and re-validated."""
@@ -266,13 +287,16 @@ def _round_sig(x: float, sig: int = 10) -> float:
 
 
 class SearchConfig(_Strict):
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
-    seed: int = 0
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        "tpe", description="Optuna sampler over the grid: tpe, random or grid")
+    seed: int = Field(0, description="sampler seed (fixes the suggestions)")
     num_trials: int | None = Field(None, gt=0, description="default: the grid size (every grid point once)")
-    max_concurrent: int = Field(2, gt=0)
-    metric: str = "val_acc"
-    mode: Literal["min", "max"] = "max"
-    space: dict[str, GridParam] = Field(default_factory=dict)
+    max_concurrent: int = Field(2, gt=0, description="trials running at once")
+    metric: str = Field(
+        "val_acc", description="reported metric Optuna optimises (its value at a trial's last report)")
+    mode: Literal["min", "max"] = Field("max", description="max or min")
+    space: dict[str, GridParam] = Field(
+        default_factory=dict, description="experiment key → grid, e.g. train.lr: {choice: [0.01, 0.1]}")
     max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint")
     storage: str | None = Field(None, description="Optuna RDB: 'sqlite' (= sqlite:///<experiment>/optuna.db) or "
                                 "any SQLAlchemy URL, e.g. postgresql://host/db; None = in memory")
@@ -288,9 +312,10 @@ class SearchConfig(_Strict):
 
 
 class ResourcesConfig(_Strict):
-    cpu: float = Field(1.0, gt=0.0)
-    gpu: float = Field(0.0, ge=0.0)
-    torch_threads: int = Field(1, gt=0)
+    cpu: float = Field(1.0, gt=0.0, description="CPUs reserved per trial")
+    gpu: float = Field(
+        0.0, ge=0.0, description="GPUs per trial; 0.25 packs four trials on one GPU (memory capped per trial)")
+    torch_threads: int = Field(1, gt=0, description="torch intra-op threads per trial")
     custom: dict[str, float] = Field(
         default_factory=dict, description="custom Ray resources per trial, e.g. {worker: 1} to keep trials off the head")
 
@@ -311,13 +336,13 @@ class ResourcesConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    dir: str = "results"
+    dir: str = Field("results", description="where experiments go when --storage is not given")
     name: str | None = Field(None, description="experiment name (default: the study name)")
 
 
 class StudyConfig(_Strict):
-    name: str
-    description: str = ""
+    name: str = Field(description="study name; the default experiment directory name")
+    description: str = Field("", description="free text, kept in study.json")
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
