@@ -108,8 +108,8 @@ class IMPRun:
         self.data = data if data is not None else load_experiment_data(cfg, self.device)
         self.model = build_experiment_model(cfg, self.data, self.device)
         self.theta_init = {n: p.detach().clone() for n, p, _ in masked_parameters(self.model)}
-        self.init_snapshot = snapshot(self.model)
-        self.rewind_snapshot = self.init_snapshot if cfg.pruning.rewind_iteration == 0 else None
+        # rewind point: the initialisation, or iteration k of level 0 (taken during training)
+        self.rewind_snapshot = snapshot(self.model) if cfg.pruning.rewind_iteration == 0 else None
         self.level = 0  # the next level to run
         self.history: list[dict[str, float]] = []
         per_level = math.ceil(len(self.data.train) / cfg.train.batch_size) * cfg.train.epochs

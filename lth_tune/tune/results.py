@@ -149,7 +149,7 @@ class ResultsTable(tune.Callback):
     def flush(self, force: bool = False) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.rows:
-            write_csv_atomic(order_rows(pd.DataFrame(list(self.rows.values()))), self.dir / RESULTS_FILE)
+            write_csv_atomic(self.frame(), self.dir / RESULTS_FILE)
         if self.status:
             write_csv_atomic(pd.DataFrame(list(self.status.values())), self.dir / TRIALS_FILE)
         if self.mirror and (force or time.monotonic() - self._uploaded >= self.upload_every_s):
