@@ -3,7 +3,7 @@
 * Figure 4 — ``pbp_bound_vs_sparsity.png``: the certified Theorem-1 bound on the 0–1 error of the posterior Q,
   the test error of Q and the test error of the stochastic prior P against the target sparsity, one line style
   per α. Every trial's certificate is recomputed from its reported ingredients (R̂_m, m, KL, n, δ, δ′) with the
-  union bound over the study's K declared grid points (``grid_size`` in study.json), so selecting the best
+  union bound over the study's K declared grid points (:func:`analysis.selection.certified_pbp_table`), so selecting the best
   configuration of each (α, sparsity) cell by its bound (App. D.2) leaves every plotted bound valid with
   probability ≥ 1 − δ − δ′. With several seeds (``seed`` searched) the per-seed selections are averaged
   (error bars: 95% normal interval over seeds). The selected rows go to ``pbp_certified.csv``.
@@ -21,46 +21,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.common import column_or_constant, save
-from lth_tune.pacbayes import certify
+from analysis.selection import certified_pbp_table, pbp_final_rows
 
-__all__ = ["PBP_COLUMNS", "PFT_COLUMNS", "certified_table", "figure1", "figure4", "run_pbp_analyses"]
+__all__ = ["PFT_COLUMNS", "figure1", "figure4", "run_pbp_analyses"]
 
-PBP_COLUMNS = ("stage", "cert_emp_risk_mc", "cert_m", "cert_kl", "cert_n", "cert_delta", "cert_delta_prime",
-               "test_err_posterior", "test_err_prior")
 PFT_COLUMNS = ("stage", "test_acc_pft", "test_acc_baseline")
 _STYLES = ("-", "--", ":", "-.")
-
-
-def _final_rows(df: pd.DataFrame, mode: str, required: tuple[str, ...]) -> pd.DataFrame:
-    if not all(c in df for c in required):
-        return df.iloc[0:0]
-    rows = df[df["stage"] == 3]
-    if "mode" in rows:
-        rows = rows[rows["mode"] == mode]
-    return rows.dropna(subset=[c for c in required if c != "stage"])
-
-
-def certified_table(study: dict, df: pd.DataFrame, delta: float | None = None) -> pd.DataFrame:
-    """Final PBP rows with the certificate recomputed under the union bound over the K declared grid points
-    (``bound_K``: Theorem 1, ``bound_kl_K``: Theorem 2), then the best (smallest ``bound_K``) row of every
-    (alpha, sparsity, seed) cell."""
-    rows = _final_rows(df, "pbp", PBP_COLUMNS).copy()
-    if rows.empty:
-        return rows
-    k = int(study.get("grid_size", 1))
-    rows["alpha"] = column_or_constant(rows, study, "pbp.alpha").astype(float)
-    rows["sparsity_target"] = column_or_constant(rows, study, "pbp.sparsity").astype(float)
-    rows["seed_"] = column_or_constant(rows, study, "seed")
-    for form, col in (("theorem1", "bound_K"), ("kl", "bound_kl_K")):
-        rows[col] = [
-            certify(r.cert_emp_risk_mc, int(r.cert_m), r.cert_kl, int(r.cert_n),
-                    delta=r.cert_delta if delta is None else delta, delta_prime=r.cert_delta_prime,
-                    form=form, grid_size=k).bound
-            for r in rows.itertuples()
-        ]
-    rows["grid_size_K"] = k
-    best = rows.loc[rows.groupby(["alpha", "sparsity_target", "seed_"])["bound_K"].idxmin()]
-    return best.sort_values(["alpha", "sparsity_target", "seed_"]).reset_index(drop=True)
 
 
 def _mean_ci(g: pd.core.groupby.DataFrameGroupBy, col: str) -> tuple[pd.Series, pd.Series]:
@@ -97,7 +63,7 @@ def figure4(table: pd.DataFrame, out: Path, *, k: int | None = None) -> Path:
 
 def figure1(study: dict, df: pd.DataFrame, out: Path) -> Path | None:
     """Paper 004 Figure 1: PFT vs the one-shot baseline mask, test error vs sparsity per criterion."""
-    rows = _final_rows(df, "pft", PFT_COLUMNS).copy()
+    rows = pbp_final_rows(df, "pft", PFT_COLUMNS).copy()
     if rows.empty:
         return None
     rows["criterion"] = column_or_constant(rows, study, "pbp.init_criterion").astype(str)
@@ -124,7 +90,7 @@ def run_pbp_analyses(study: dict, df: pd.DataFrame, out: str | Path, exp_dir: st
     """Every PBP/PFT analysis whose columns exist in ``df``; [] for other experiments."""
     out = Path(out)
     written: list[Path] = []
-    table = certified_table(study, df, delta)
+    table = certified_pbp_table(study, df, delta)
     if not table.empty:
         out.mkdir(parents=True, exist_ok=True)
         written.append(figure4(table, out))

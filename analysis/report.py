@@ -42,8 +42,8 @@ def analyze_experiment(exp_dirs: str | Path | list, out: str | Path | None = Non
 
 
 def per_experiment(study: dict, df, out: Path, *, exp_dir: Path, delta: float | None) -> list[Path]:
-    from analysis.bounds import run_bound_analyses
     from analysis.pbp_figures import run_pbp_analyses
+    from analysis.ticket_bounds import run_bound_analyses
 
     written: list[Path] = []
     if "density" in df and df["density"].notna().any():

@@ -8,7 +8,7 @@ one global magnitude ``prune_step`` of 50%) with batch 128 and SGD (lr 0.1, mome
 1e-4). A timed block is exactly ``steps`` optimiser steps on full batches, data loading, augmentation,
 masking, forward, backward and update included.
 
-OURS       the code path ``lth_tune.imp.IMPRun`` trains with: a :class:`lth_tune.data.Split` of
+OURS       the code path ``lth_tune.runs.IMPRun`` trains with: a :class:`lth_tune.data.Split` of
            normalised float tensors on the device, ``lth_tune.training.train_epochs`` (which iterates
            ``lth_tune.data.batches(..., augment=...)``: random crop + flip done on the whole batch at
            once) with a ``make_stepper("sgd", ...)`` stepper; masks are ``torch.nn.utils.prune``

@@ -50,7 +50,7 @@ def measure(root: str, trials: int, levels: int, epochs: int, concurrent: int, r
     from ray import tune
 
     from lth_tune.config import study_from_dict
-    from lth_tune.imp import IMPRun
+    from lth_tune.runs import IMPRun
     from lth_tune.tune.sweep import make_searcher, make_trainable, num_samples
 
     study = study_from_dict(study_dict(root, trials, levels, epochs, concurrent))

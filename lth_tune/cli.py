@@ -1,14 +1,17 @@
-"""Command line: ``lth-tune sweep|validate|analyze``.
+"""Command line: ``lth-tune validate|sweep|analyze|flatness``.
 
-Bad input (malformed study file, unknown key, out-of-range value, missing dataset) is reported as one
+The top floor: the only module of ``lth_tune`` that imports ``analysis`` (to draw a sweep's figures and for
+``analyze``). Bad input (malformed study file, unknown key, out-of-range value, missing dataset) is reported as one
 line naming the key and the fix, with exit code 2, before any Ray cluster starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from lth_tune.config import StudyError, load_study
 
@@ -71,7 +74,19 @@ def cmd_sweep(args) -> int:
     study = load_study(args.study, args.overrides)
     outcome = run_sweep(study, address=args.address, storage=args.storage, resume=args.resume,
                         source=str(Path(args.study).resolve()), verbose=args.verbose)
+    if not outcome.results.empty:
+        draw_figures(outcome.experiment_dir)
     return 1 if outcome.num_trials and outcome.num_errors == outcome.num_trials else 0
+
+
+def draw_figures(exp_dir: Path) -> None:
+    """The experiment's figures (``lth-tune analyze``) right away; a plotting problem never fails a sweep."""
+    from analysis import analyze_experiment
+
+    try:
+        analyze_experiment(exp_dir)
+    except Exception as err:  # noqa: BLE001 - the results are safe on disk; say why and move on
+        print(f"figures skipped ({err.__class__.__name__}: {err}); retry with: lth-tune analyze {exp_dir}")
 
 
 def cmd_analyze(args) -> int:
@@ -81,15 +96,39 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_flatness(args) -> int:
-    import json
-
-    from lth_tune.flatness.checkpoint import flatness_of_checkpoint
-
     metrics = flatness_of_checkpoint(args.checkpoint, out=args.out, method=args.method,
                                      landscape=not args.no_landscape, sharpness_sigma=args.sharpness_sigma)
     print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("landscape_") or k.endswith(("png", "csv"))},
                      indent=2))
     return 0
+
+
+def flatness_of_checkpoint(checkpoint: str | Path, *, out: str | Path | None = None, method: str | None = None,
+                           landscape: bool = True, sharpness_sigma: float | None = None) -> dict[str, Any]:
+    """Flatness of one saved IMP ticket with the study's ``flatness`` settings, some overridden; writes
+    ``metrics.json`` (and the landscape CSV/PNG) to ``out`` (default: ``CHECKPOINT/flatness``)."""
+    from lth_tune.runs import IMPRun, restore_run
+    from lth_tune.runs.metrics import flatness_metrics
+    from lth_tune.seeding import derived_seed
+
+    run = restore_run(checkpoint)
+    if not isinstance(run, IMPRun):
+        raise StudyError(f"checkpoint: {checkpoint} is a PBP run; flatness is measured on IMP tickets")
+    ckpt = Path(checkpoint)
+    out = Path(out) if out else (ckpt if ckpt.is_dir() else ckpt.parent) / "flatness"
+    out.mkdir(parents=True, exist_ok=True)
+    updates: dict[str, Any] = {"landscape": landscape}
+    if method:
+        updates["method"] = method
+    if sharpness_sigma is not None:
+        updates["sharpness_sigma"] = sharpness_sigma
+    cfg = run.cfg.flatness.model_copy(update=updates)
+    level = run.level - 1
+    metrics = flatness_metrics(run.model, run.data, cfg, seed=derived_seed(run.cfg.seed, "flatness", level),
+                               artefacts_dir=out)
+    metrics.update(level=level, density=run.history[-1]["density"] if run.history else 1.0)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 COMMANDS = {"validate": cmd_validate, "sweep": cmd_sweep, "analyze": cmd_analyze, "flatness": cmd_flatness}

@@ -15,7 +15,6 @@ is known before the first trial runs.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +23,17 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DATASETS = ("mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100")
-MODEL_NAMES = ("mlp", "conv1d", "lenet_300_100", "lenet5", "resnet20", "vgg16")
+from lth_tune.data import DATASETS
+from lth_tune.models import MODELS
+from lth_tune.training import OPTIMIZERS, REGULARIZERS
+
+# Allowed values come from the registries (one list each): adding a model or dataset there is enough.
+DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
+OptimizerName = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
+RegularizerName = Literal[tuple(REGULARIZERS)]  # type: ignore[valid-type]
+#: IMP levels at which something is measured: a list of levels, or none / last / all.
+LevelSpec = list[int] | Literal["last", "all", "none"]
 
 
 class StudyError(ValueError):
@@ -40,8 +48,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100"] = Field(
-        "mnist1d", description="mnist1d is generated offline; the others are read in torchvision's layout")
+    dataset: DatasetName = Field("mnist1d", description="a dataset of the registry (table Datasets below)")
     root: str | None = Field(None, description="dataset directory (default: $LTH_TUNE_DATA or ~/.cache/lth_tune/data)")
     download: bool = Field(False, description="let torchvision download a missing dataset (needs network)")
     val_fraction: float = Field(
@@ -54,8 +61,7 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: Literal["mlp", "conv1d", "lenet_300_100", "lenet5", "resnet20", "vgg16"] = Field(
-        "mlp", description="architecture (OpenLTH structures for resnet20 / vgg16)")
+    name: ModelName = Field("mlp", description="a model of the registry (table Models below)")
     widths: list[int] | None = Field(
         None, description="hidden widths of mlp, e.g. [1000, 1000, 1000] (paper 004 MNIST)")
     width: int | None = Field(None, gt=0, description="channels of conv1d / base width of resnet20 and vgg16")
@@ -67,9 +73,19 @@ class ModelConfig(_Strict):
             raise ValueError("every width must be a positive integer")
         return v
 
+    @model_validator(mode="after")
+    def _options(self):
+        takes = MODELS[self.name].options
+        for option in ("widths", "width"):
+            if getattr(self, option) is not None and option not in takes:
+                allowed = ", ".join(takes) or "no size option"
+                raise ValueError(f"model {self.name!r} does not take {option} (it takes: {allowed}); "
+                                 f"remove model.{option}")
+        return self
+
 
 class TrainConfig(_Strict):
-    optimizer: Literal["sgd", "sam", "nvrm"] = Field(
+    optimizer: OptimizerName = Field(
         "sgd", description="sgd, sam (ρ = rho) or nvrm (b = nvrm_b); perturbations touch unpruned weights only")
     lr: float = Field(0.1, gt=0.0, description="learning rate")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
@@ -93,7 +109,7 @@ class TrainConfig(_Strict):
 
 
 class RegularizerConfig(_Strict):
-    kind: Literal["none", "l2_init", "l2_norm"] = Field(
+    kind: RegularizerName = Field(
         "none", description="l2_init = λ‖m⊙(θ−θ_init)‖², l2_norm = λ‖m⊙θ‖² (paper 000 eq. 1)")
     lam: float = Field(0.0, ge=0.0, description="λ of paper 000 eq. (1)")
 
@@ -108,15 +124,11 @@ class PruningConfig(_Strict):
     ignore: list[str] = Field(default_factory=list, description="module names never pruned, e.g. ['fc']")
     rewind_iteration: int = Field(0, ge=0, description="0 = rewind to init, k = rewind to iteration k")
 
-    def density_at(self, level: int) -> float:
-        return (1.0 - self.fraction) ** level
-
 
 class FlatnessConfig(_Strict):
     """Flatness measurements on the trained ticket (paper 000 §3.2, §4.2)."""
 
-    levels: list[int] | Literal["last", "all", "none"] = Field(
-        "none", description="IMP levels to measure at: none, last, all or a list")
+    levels: LevelSpec = Field("none", description="IMP levels to measure at: none, last, all or a list")
     trace: bool = Field(True, description="Hessian trace")
     top_eig: bool = Field(True, description="top Hessian eigenvalue")
     landscape: bool = Field(False, description="1-D training loss along the top eigenvector (Figure 2)")
@@ -125,15 +137,23 @@ class FlatnessConfig(_Strict):
     n_batches: int = Field(4, gt=0, description="training batches the measurements use")
     batch_size: int = Field(500, gt=0, description="size of those batches")
     trace_iters: int = Field(100, gt=0, description="maximum Hutchinson probes (pyhessian)")
+    eig_iters: int = Field(100, gt=0, description="maximum power-iteration (pyhessian) or Lanczos (fast) steps")
+    tol: float = Field(1e-3, gt=0.0, lt=1.0, description="relative tolerance of the trace and eigenvalue iterations")
+    top_n: int = Field(1, gt=0, description="number of top Hessian eigenvalues reported")
+    sharpness_samples: int = Field(32, gt=0, description="noise draws of the expected sharpness")
+    landscape_radius: float = Field(1.0, gt=0.0, description="1-D landscape spans α ∈ [−radius, radius]")
+    landscape_points: int = Field(21, ge=3, description="points of the 1-D landscape (odd includes α = 0)")
     method: Literal["pyhessian", "fast"] = Field(
         "pyhessian", description="pyhessian (paper 000) or fast (exact GGN-diagonal trace + Lanczos)")
+
+    def landscape_alphas(self) -> list[float]:
+        return [float(a) for a in np.linspace(-self.landscape_radius, self.landscape_radius, self.landscape_points)]
 
 
 class BoundConfig(_Strict):
     """PAC-Bayes bound of the trained ticket (paper 000 §4.3)."""
 
-    levels: list[int] | Literal["last", "all", "none"] = Field(
-        "none", description="IMP levels to bound at: none, last, all or a list")
+    levels: LevelSpec = Field("none", description="IMP levels to bound at: none, last, all or a list")
     prior_sigma: float = Field(0.01, gt=0.0, description="prior standard deviation σ_p (a searched grid value)")
     prior_sigmas: list[float] | None = Field(
         None, description="declared σ_p grid evaluated within each trial (replaces prior_sigma); its length J "
@@ -142,7 +162,9 @@ class BoundConfig(_Strict):
     delta_prime: float = Field(
         0.01, gt=0.0, lt=1.0, description="δ′ of the Monte Carlo step (total confidence 1−δ−δ′)")
     mc_samples: int = Field(100, gt=0, description="sampled networks m for the Gibbs risk")
-    steps: int = Field(200, ge=0, description="optimisation steps for the posterior variance")
+    steps: int = Field(200, ge=0, description="Adam steps on the per-weight log σ_q of the posterior")
+    batch_size: int = Field(256, gt=0, description="minibatch of those Adam steps")
+    lr: float = Field(0.05, gt=0.0, description="learning rate of those Adam steps")
 
     @field_validator("prior_sigmas")
     @classmethod
@@ -153,6 +175,10 @@ class BoundConfig(_Strict):
             if len(set(v)) != len(v):
                 raise ValueError("prior_sigmas must be distinct (each value counts once in the union bound)")
         return v
+
+    def sigma_grid(self) -> list[float]:
+        """The declared prior σ_p values one trial evaluates: ``prior_sigmas``, or ``[prior_sigma]``."""
+        return [float(s) for s in self.prior_sigmas] if self.prior_sigmas else [float(self.prior_sigma)]
 
 
 class PBPConfig(_Strict):
@@ -426,8 +452,9 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise StudyError(f"{path}:{where} malformed YAML ({getattr(err, 'problem', err)})") from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        raise StudyError(f"{path}: the study file is empty; write at least an experiment: and a search: section "
+                         f"(see search_spaces/l2init.yaml and docs/study-files.md)")
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study file must be a mapping with experiment/search/resources/output")
     raw.setdefault("name", path.stem)
@@ -452,10 +479,3 @@ def _set_dotted_space(raw: dict, key: str, value: dict) -> None:
     # search.space keys themselves contain dots: search.space.<experiment key>
     space = raw.setdefault("search", {}).setdefault("space", {})
     space[key.removeprefix("search.space.")] = value
-
-
-def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
-    """Every point of the declared grid (for the grid sampler and for union bounds)."""
-    grid = search.grid()
-    keys = list(grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]

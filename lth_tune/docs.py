@@ -8,6 +8,8 @@ import typing
 from pydantic import BaseModel
 
 from lth_tune.config import StudyConfig
+from lth_tune.data import DATASETS
+from lth_tune.models import MODELS
 
 
 def _type_name(annotation) -> str:
@@ -45,6 +47,14 @@ def render() -> str:
     ]
     for key, typ, default, desc in rows(StudyConfig):
         lines.append(f"| `{key}` | {typ} | `{default}` | {desc} |")
+    lines += ["", "## Models", "", "`experiment.model.name` (registry `lth_tune.models.MODELS`).", "",
+              "| name | size options | description |", "|---|---|---|"]
+    for name, spec in MODELS.items():
+        lines.append(f"| `{name}` | {', '.join(spec.options) or '-'} | {spec.description} |")
+    lines += ["", "## Datasets", "", "`experiment.data.dataset` (registry `lth_tune.data.DATASETS`).", "",
+              "| name | augmented by default | description |", "|---|---|---|"]
+    for name, spec in DATASETS.items():
+        lines.append(f"| `{name}` | {'yes' if spec.augment else 'no'} | {spec.description} |")
     return "\n".join(lines) + "\n"
 
 

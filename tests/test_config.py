@@ -61,6 +61,26 @@ def test_invalid_study_names_the_key(tmp_path, text, key):
     assert key in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n", "{}"])
+def test_empty_study_file_is_an_error(tmp_path, text):
+    with pytest.raises(StudyError, match="empty") as err:
+        load_study(write(tmp_path, text))
+    assert "\n" not in str(err.value)
+
+
+def test_validate_empty_study_exits_2(tmp_path, capsys):
+    from lth_tune.cli import main
+
+    assert main(["validate", str(write(tmp_path, ""))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lth-tune: error:") and "empty" in err and err.count("\n") == 1
+
+
+def test_model_option_the_family_does_not_take(tmp_path):
+    with pytest.raises(StudyError, match="experiment.model: model 'conv1d' does not take widths"):
+        load_study(write(tmp_path, "experiment: {model: {name: conv1d, widths: [10]}}"))
+
+
 def test_malformed_yaml(tmp_path):
     with pytest.raises(StudyError, match="malformed YAML"):
         load_study(write(tmp_path, "experiment: [unclosed"))
@@ -89,3 +109,14 @@ def test_with_params_substitutes_and_revalidates():
 def test_milestones_must_fit_epochs():
     with pytest.raises(StudyError, match="milestones"):
         study_from_dict({"name": "x", "experiment": {"train": {"epochs": 5, "milestones": [10]}}})
+
+
+def test_bound_config_prior_sigmas_validation():
+    from lth_tune.config import BoundConfig
+
+    assert BoundConfig(prior_sigmas=[0.1, 0.3]).prior_sigmas == [0.1, 0.3]
+    assert BoundConfig(prior_sigmas=[0.1, 0.3]).sigma_grid() == [0.1, 0.3]
+    assert BoundConfig(prior_sigma=0.2).sigma_grid() == [0.2]
+    for bad in ([], [0.1, 0.1], [0.1, -1.0], [float("inf")]):
+        with pytest.raises(ValueError, match="prior_sigmas"):
+            BoundConfig(prior_sigmas=bad)

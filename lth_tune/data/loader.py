@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,12 +12,39 @@ import torch
 from lth_tune.data.bundle import DataBundle, Split
 from lth_tune.data.mnist1d import load_mnist1d
 from lth_tune.data.noise import flip_labels
+from lth_tune.data.normalize import channel_stats
 from lth_tune.data.raw import RawData
 from lth_tune.data.splits import holdout_split, seeded_generator, subset_indices
 from lth_tune.data.vision import VISION_SPECS, load_vision, vision_available
 
-DATASETS: tuple[str, ...] = ("mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100")
-AUGMENT_BY_DEFAULT: frozenset[str] = frozenset({"cifar10", "cifar100"})
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of the dataset registry: how to read it, whether it is on disk, its default augmentation,
+    and a one-line description (for the study-file documentation and error messages)."""
+
+    load: Callable[[Path, bool], RawData]      # (root, download) -> RawData
+    available: Callable[[Path], bool]          # root -> all files present (mnist1d: always)
+    augment: bool                              # random crop + flip by default
+    description: str
+
+
+def _vision(name: str) -> tuple[Callable[[Path, bool], RawData], Callable[[Path], bool]]:
+    return (lambda root, download: load_vision(name, root, download=download),
+            lambda root: vision_available(name, root))
+
+
+#: The dataset registry: the one list of datasets. ``DataConfig.dataset`` accepts exactly these keys.
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist1d": DatasetSpec(lambda root, download: load_mnist1d(root), lambda root: True, False,
+                           "MNIST-1D (Greydanus 2020), generated offline and cached; the embedded default"),
+    "mnist": DatasetSpec(*_vision("mnist"), False, "MNIST through torchvision (MNIST/raw under the data root)"),
+    "fashion_mnist": DatasetSpec(*_vision("fashion_mnist"), False,
+                                 "Fashion-MNIST through torchvision (FashionMNIST/raw)"),
+    "cifar10": DatasetSpec(*_vision("cifar10"), True, "CIFAR-10 through torchvision (cifar-10-batches-py)"),
+    "cifar100": DatasetSpec(*_vision("cifar100"), True, "CIFAR-100 through torchvision (cifar-100-python)"),
+}
+assert set(DATASETS) - {"mnist1d"} == set(VISION_SPECS)
 
 
 def default_root() -> Path:
@@ -37,15 +66,7 @@ def _root(root: str | os.PathLike[str] | None) -> Path:
 
 def dataset_available(name: str, root: str | os.PathLike[str] | None = None) -> bool:
     """Whether ``load_dataset(name, root=root)`` can run without downloading (mnist1d: always)."""
-    key = _canonical(name)
-    return key == "mnist1d" or vision_available(key, _root(root))
-
-
-def _load_raw(name: str, root: Path, download: bool) -> RawData:
-    if name == "mnist1d":
-        return load_mnist1d(root)
-    assert name in VISION_SPECS
-    return load_vision(name, root, download=download)
+    return DATASETS[_canonical(name)].available(_root(root))
 
 
 def _to_float(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
@@ -83,9 +104,9 @@ def load_dataset(
     """
     key = _canonical(name)
     root_p = _root(root)
-    raw = _load_raw(key, root_p, download)
+    raw = DATASETS[key].load(root_p, download)
     if augment is None:
-        augment = key in AUGMENT_BY_DEFAULT
+        augment = DATASETS[key].augment
     if augment and raw.x_train.dim() != 4:
         raise ValueError(f"augmentation (random crop + flip) needs images; {key} inputs are 1-D")
 
@@ -100,9 +121,7 @@ def load_dataset(
     x_train = _to_float(raw.x_train[s_idx[train_pos]], device)
     x_val = _to_float(raw.x_train[s_idx[val_pos]], device)
     x_test = _to_float(raw.x_test, device)
-    dims = [d for d in range(x_train.dim()) if d != 1]
-    std, mean = torch.std_mean(x_train, dim=dims, correction=0, keepdim=True)
-    std = std.clamp_min(1e-8)
+    mean, std = channel_stats(x_train)
     for x in (x_train, x_val, x_test):
         x.sub_(mean).div_(std)
 

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lth_tune.pruning import trainable_parameters
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -33,52 +35,18 @@ class PerturbableParams(NamedTuple):
 
 
 def parameters_to_perturb(model: nn.Module) -> PerturbableParams:
-    """Trainable parameters of ``model`` and the pruning mask of each (ones where unpruned/unmasked).
-
-    A parameter ``<name>_orig`` of a module that also has a buffer ``<name>_mask`` is the
-    ``torch.nn.utils.prune`` reparametrisation ``<name> = <name>_orig * <name>_mask``; its mask is
-    that buffer.  Every other trainable parameter gets a mask of ones.
-    """
+    """Trainable parameters of ``model`` and the pruning mask of each (ones where a parameter is never pruned),
+    from :func:`lth_tune.pruning.trainable_parameters`."""
     names, params, masks = [], [], []
-    modules = dict(model.named_modules())
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        mod_name, _, leaf = name.rpartition(".")
-        module = modules[mod_name]
-        mask = None
-        if leaf.endswith("_orig"):
-            mask = module._buffers.get(leaf[: -len("_orig")] + "_mask")
-        if mask is None:
-            mask = torch.ones_like(p, memory_format=torch.contiguous_format)
+    for t in trainable_parameters(model):
+        if t.mask is None:
+            mask = torch.ones_like(t.param, memory_format=torch.contiguous_format)
         else:
-            mask = mask.detach().to(device=p.device, dtype=p.dtype)
-        names.append(name)
-        params.append(p)
+            mask = t.mask.detach().to(device=t.param.device, dtype=t.param.dtype)
+        names.append(t.name)
+        params.append(t.param)
         masks.append(mask)
     return PerturbableParams(names, params, masks)
-
-
-def refresh_pruned_weights(model: nn.Module) -> None:
-    """Recompute ``module.<name> = <name>_orig * <name>_mask`` for every pruned module.
-
-    After a ``torch.func`` transform / ``functional_call`` the pruning pre-hook leaves a transformed
-    (or other-dtype) tensor in ``module.weight``; this restores the state a normal forward leaves.
-    """
-    from torch.nn.utils import prune
-
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                setattr(module, hook._tensor_name, hook.apply_mask(module))
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def as_batches(data: Any, *, batch_size: int | None = None, n_batches: int | None = None,
@@ -113,37 +81,10 @@ def as_batches(data: Any, *, batch_size: int | None = None, n_batches: int | Non
     return out
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module, training: bool = False) -> Iterator[nn.Module]:
-    """Put every submodule in eval (or train) mode; restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.train(training)
-    try:
-        yield model
-    finally:
-        for m, f in flags:
-            m.training = f
-
-
 def clear_grads(model: nn.Module) -> None:
     """Set ``.grad = None`` on every parameter (also breaks create_graph reference cycles)."""
     for p in model.parameters():
         p.grad = None
-
-
-@contextlib.contextmanager
-def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Run with the global torch RNG seeded by ``seed`` without disturbing the caller's RNG stream.
-
-    ``seed=None`` uses (and advances) the global RNG as is.
-    """
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextlib.contextmanager

@@ -13,7 +13,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ._util import eval_mode, flatten, model_device, parameters_to_perturb, refresh_pruned_weights, unflatten
+from lth_tune.models import eval_mode, model_device
+from lth_tune.pruning import refresh_all
+
+from ._util import flatten, parameters_to_perturb, unflatten
 
 __all__ = ["exact_hessian", "exact_trace_and_top_eig", "flat_loss_function"]
 
@@ -62,7 +65,7 @@ def exact_hessian(model: nn.Module, criterion, x: Tensor, y: Tensor, *,
             except (RuntimeError, NotImplementedError):
                 H = torch.autograd.functional.hessian(f, theta0)
         finally:
-            refresh_pruned_weights(model)
+            refresh_all(model)
     return H.detach()
 
 

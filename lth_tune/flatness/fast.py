@@ -58,15 +58,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from lth_tune.models import eval_mode, model_device
+from lth_tune.pruning import parameter_attribute, refresh_all
+
 from ._util import (
     PerturbableParams,
     as_batches,
     clear_grads,
-    eval_mode,
     flatten,
-    model_device,
     parameters_to_perturb,
-    refresh_pruned_weights,
     unflatten,
 )
 from .hessian import HessianStats
@@ -190,9 +190,8 @@ def _layerwise_modules(model: nn.Module, space: PerturbableParams):
     modules = dict(model.named_modules())
     table: dict[nn.Module, dict[str, int]] = {}
     for i, name in enumerate(space.names):
-        mod_name, _, leaf = name.rpartition(".")
+        mod_name, base = parameter_attribute(name)
         m = modules[mod_name]
-        base = leaf.removesuffix("_orig")
         if not isinstance(m, _LAYERWISE) or base not in ("weight", "bias"):
             return None
         if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.groups != 1 or isinstance(m.padding, str)
@@ -404,7 +403,7 @@ def ggn_diagonal(model: nn.Module, criterion, data: Any, *, batch_size: int | No
                 n_total, n_out = _ggn_functorch(model, kind, criterion, batches, space, chunk_size,
                                                 memory_budget, diag)
         finally:
-            refresh_pruned_weights(model)
+            refresh_all(model)
     scale = _loss_scale(kind, reduction, n_total, n_out)
     return [(d * scale * m).to(p.dtype) for d, m, p in zip(diag, space.masks, space.params)]
 

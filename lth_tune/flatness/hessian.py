@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lth_tune.models import eval_mode, model_device
+from lth_tune.seeding import fork_rng
+
 from ._util import (
     PerturbableParams,
     as_batches,
     clear_grads,
     cuda_device,
-    eval_mode,
-    model_device,
     parameters_to_perturb,
-    seeded,
 )
 
 __all__ = ["HessianStats", "PerturbableParams", "parameters_to_perturb", "pyhessian_trace_eigen"]
@@ -110,7 +110,7 @@ def pyhessian_trace_eigen(model: nn.Module, criterion, data: Any, *, n_batches: 
     space = parameters_to_perturb(model)
     out = HessianStats(method="pyhessian")
     t_start = time.perf_counter()
-    with eval_mode(model), cuda_device(device), seeded(seed, device), warnings.catch_warnings():
+    with eval_mode(model), cuda_device(device), fork_rng(seed, device), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*backward\(\) with create_graph=True.*")
         clear_grads(model)
         hook = None

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._util import as_batches, model_device
+from lth_tune.models import model_device
+
+from ._util import as_batches
 from .fast import NotPiecewiseLinearError, check_piecewise_linear, ggn_trace, lanczos_top_eig
 from .hessian import HessianStats, pyhessian_trace_eigen
 from .landscape import loss_landscape_1d, save_landscape

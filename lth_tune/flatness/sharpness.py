@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._util import as_batches, dataset_loss, eval_mode, model_device, parameters_to_perturb
+from lth_tune.models import eval_mode, model_device
+
+from ._util import as_batches, dataset_loss, parameters_to_perturb
 
 __all__ = ["SharpnessResult", "expected_sharpness"]
 

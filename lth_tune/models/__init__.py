@@ -1,4 +1,4 @@
-"""Model zoo: ``build_model(name, ...)`` and ``prunable_layers(model)`` (see docs/design.md).
+"""Model zoo: ``build_model(name, ...)`` and ``prunable_layers(model)`` (see docs/architecture.md).
 
 Every model names its final classifier ``fc`` so studies can list it in ``pruning.ignore``.
 All Linear/Conv weights use OpenLTH's Kaiming-normal initialisation; BatchNorm (resnet20, vgg16) uses
@@ -8,28 +8,40 @@ OpenLTH's default ``uniform`` init (gamma ~ U(0, 1), beta = 0). Seed ``torch.man
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from .conv1d import Conv1dNet, conv1d
 from .lenet import LeNet5, lenet5
 from .mlp import MLP, lenet_300_100, mlp
+from .modes import eval_mode, model_device
 from .resnet import CifarResNet, resnet20
 from .vgg import CifarVGG, vgg16
 
-MODELS = ("mlp", "conv1d", "lenet_300_100", "lenet5", "resnet20", "vgg16")
-
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
-# which optional size argument each family accepts
-_ACCEPTS = {
-    "mlp": "widths",
-    "conv1d": "width",
-    "lenet_300_100": None,
-    "lenet5": None,
-    "resnet20": "width",
-    "vgg16": "width",
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the model registry: its builder, the size options it accepts, and a one-line description
+    (used by the study-file documentation and by error messages)."""
+
+    build: Callable[..., nn.Module]
+    options: tuple[str, ...]
+    description: str
+
+
+#: The model registry: the one list of architectures. ``ModelConfig.name`` accepts exactly these keys.
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(mlp, ("widths",), "fully connected ReLU network; widths = hidden sizes (default [100, 100])"),
+    "conv1d": ModelSpec(conv1d, ("width",), "MNIST-1D ConvBase: 3 Conv1d layers of width channels (default 25)"),
+    "lenet_300_100": ModelSpec(lenet_300_100, (), "LeNet-300-100 (Frankle & Carbin 2019, MNIST)"),
+    "lenet5": ModelSpec(lenet5, (), "LeNet-5 (paper 004, Fashion-MNIST)"),
+    "resnet20": ModelSpec(resnet20, ("width",), "ResNet-20, OpenLTH cifar_resnet_20 (base width 16)"),
+    "vgg16": ModelSpec(vgg16, ("width",), "VGG-16, OpenLTH cifar_vgg_16 (width 64 scales every layer)"),
 }
 
 
@@ -38,35 +50,22 @@ def build_model(
     *,
     input_shape: Sequence[int],
     num_classes: int,
-    widths: Sequence[int] | None = None,
-    width: int | None = None,
+    **options: Any,
 ) -> nn.Module:
-    """Build a freshly initialised model.
+    """Build a freshly initialised model from the registry :data:`MODELS`.
 
-    ``widths``: hidden widths of ``mlp`` (default [100, 100]; paper 004 MNIST: [1000, 1000, 1000]).
-    ``width``: channels of ``conv1d`` (default 25), base width of ``resnet20`` (default 16) and of
-    ``vgg16`` (default 64; all VGG channels scale by width/64). Passing a size argument the family does
-    not use raises ValueError (so a study cannot silently train a different network than it names).
+    ``options`` are the family's size options (``widths`` for ``mlp``; ``width`` for ``conv1d``, ``resnet20``,
+    ``vgg16``); ``None`` means the family's default. Passing an option the family does not take raises
+    ValueError (so a study cannot silently train a different network than it names).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-    accepted = _ACCEPTS[name]
-    for arg, value in (("widths", widths), ("width", width)):
-        if value is not None and arg != accepted:
-            raise ValueError(f"model {name!r} does not take {arg}= (accepts: {accepted or 'nothing'})")
-    input_shape = tuple(int(s) for s in input_shape)
-    num_classes = int(num_classes)
-    if name == "mlp":
-        return mlp(input_shape, num_classes, widths)
-    if name == "conv1d":
-        return conv1d(input_shape, num_classes, width)
-    if name == "lenet_300_100":
-        return lenet_300_100(input_shape, num_classes)
-    if name == "lenet5":
-        return lenet5(input_shape, num_classes)
-    if name == "resnet20":
-        return resnet20(input_shape, num_classes, width)
-    return vgg16(input_shape, num_classes, width)
+    spec = MODELS[name]
+    given = {k: v for k, v in options.items() if v is not None}
+    for arg in given:
+        if arg not in spec.options:
+            raise ValueError(f"model {name!r} does not take {arg}= (accepts: {', '.join(spec.options) or 'nothing'})")
+    return spec.build(tuple(int(s) for s in input_shape), int(num_classes), **given)
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -87,7 +86,10 @@ __all__ = [
     "CifarVGG",
     "Conv1dNet",
     "LeNet5",
+    "ModelSpec",
     "build_model",
     "count_parameters",
+    "eval_mode",
+    "model_device",
     "prunable_layers",
 ]

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .bounds import bound_epsilon, kl_bound, theorem1_bound, validate_n_delta
 from .kl import kl_inverse_upper
+from .theorems import bound_epsilon, kl_bound, theorem1_bound, validate_n_delta
 
 __all__ = ["FORMS", "Certificate", "certify", "recertify", "sample_convergence_bound"]
 

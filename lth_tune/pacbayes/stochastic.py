@@ -39,6 +39,7 @@ from torch.distributions import RelaxedBernoulli
 from torch.func import functional_call
 
 from lth_tune.models import prunable_layers
+from lth_tune.pruning import is_masked
 from lth_tune.pruning.criteria import lowest_k
 
 from .kl_divergences import spike_and_slab_kl
@@ -229,7 +230,7 @@ class StochasticNet(nn.Module):
         self.layers = list(layers) if layers is not None else stochastic_layers(model)
         modules = dict(model.named_modules())
         for n in self.layers:
-            if "weight_orig" in modules[n]._parameters:
+            if is_masked(modules[n]):
                 raise ValueError(f"layer {n!r} carries a prune mask: StochasticNet needs a plain model")
         self._modules_by_name = {n: modules[n] for n in self.layers}
         if keep_probs is None:

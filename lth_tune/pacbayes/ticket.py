@@ -47,7 +47,7 @@ the **whole** bound set S (n = |S|, fresh random stream independent of the optim
 R_up = kl⁻¹(R̂_m ‖ log(2/δ′)/m), bound = kl⁻¹(R_up ‖ (KL + log(2√n/δ))/n), confidence 1−δ−δ′
 (:func:`certify`, form "kl", the "variational KL bound" of paper 000 §4.3).
 
-Prior σ_p: a declared grid, never an oracle value.  With ``cfg.prior_sigmas = [σ_1..σ_J]`` a trial
+Prior σ_p: a declared grid, never an oracle value.  With ``prior_sigmas = [σ_1..σ_J]`` a trial
 evaluates all J priors and reports the best, certified at (δ/J, δ′/J); the per-σ_p ingredients are
 reported too (``<prefix>_sp<j>_*``) so that ``analysis.bounds`` can recertify every candidate at δ/K
 with K = (declared search grid) × J (× levels).
@@ -55,20 +55,22 @@ with K = (declared search grid) × J (× levels).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .bounds import kl_bound, theorem1_bound
+from lth_tune.models import eval_mode
+from lth_tune.pruning import preserved_weight_attributes, trainable_parameters
+from lth_tune.seeding import generator
+
 from .certificate import Certificate, certify
 from .kl_divergences import gaussian_kl_zero_mean_prior, spike_and_slab_kl_from_mask
+from .theorems import kl_bound, theorem1_bound
 
 __all__ = [
     "FORMULATIONS",
@@ -76,11 +78,10 @@ __all__ = [
     "PosteriorSpace",
     "TicketBound",
     "bound_ticket",
+    "certify_ticket",
     "gibbs_error",
     "posterior_kl",
-    "prior_sigma_grid",
     "selection_key",
-    "ticket_bound_metrics",
 ]
 
 #: formulation name -> metric prefix
@@ -93,25 +94,8 @@ _SEARCH_SAMPLES = 4         # networks per candidate scale (common random number
 _COARSE = [2.0 ** (-k / 2) for k in range(27)]          # c = 1 .. 2^-13 (× σ_p)
 _FINE = [2.0 ** (k / 4) for k in range(-6, 7)]              # c = 2^-1.5 .. 2^1.5 (× σ_q)
 _PROB_FLOOR = 1e-2          # bounded CE surrogate: min(CE, log 1/p) / log 1/p ∈ [0, 1] (paper 004 A.3)
-_ADAM_LR = 0.05
-_BATCH = 256
-
-
-def _seed(seed: int, *tags: Any) -> int:
-    digest = hashlib.sha256(repr((int(seed),) + tags).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _generator(seed: int, *tags: Any, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(_seed(seed, *tags))
-    return g
-
-
-def prior_sigma_grid(cfg: Any) -> list[float]:
-    """The declared prior σ_p values one trial evaluates: ``cfg.prior_sigmas`` or ``[cfg.prior_sigma]``."""
-    sigmas = getattr(cfg, "prior_sigmas", None)
-    return [float(s) for s in sigmas] if sigmas else [float(cfg.prior_sigma)]
+ADAM_LR = 0.05             # default learning rate of the Adam steps on log σ_q
+BATCH_SIZE = 256           # default minibatch of those steps
 
 
 # --------------------------------------------------------------------------- the posterior's space
@@ -121,10 +105,9 @@ def prior_sigma_grid(cfg: Any) -> list[float]:
 class PosteriorSpace:
     """Every trainable parameter of a (masked) model, with its mask and initial value.
 
-    ``names`` are ``named_parameters`` names (``fc_layers.0.weight_orig``, ``fc.bias``, …);
-    ``mask_names[i]`` is the ``weight_mask`` buffer of a pruned layer (``None`` for never-pruned
-    parameters, whose ``masks[i]`` is ``None``).  ``mean`` holds detached copies of θ̄ (for pruned
-    layers the raw ``weight_orig``; the effective weight is ``weight_orig ⊙ mask``).
+    ``names``, ``masks`` and ``mask_names`` come from :func:`lth_tune.pruning.trainable_parameters`
+    (``masks[i]`` is None for never-pruned parameters).  ``mean`` holds detached copies of θ̄ (for pruned
+    layers the stored parameter; the effective weight is that times its mask).
     """
 
     names: list[str]
@@ -136,23 +119,16 @@ class PosteriorSpace:
 
     @classmethod
     def from_model(cls, model: nn.Module, theta_init: Mapping[str, Tensor]) -> PosteriorSpace:
-        modules = dict(model.named_modules())
         names, mean, init, masks, mask_names = [], [], [], [], []
         kept = total = 0.0
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
+        for name, p, buf, mask_name in trainable_parameters(model):
             if name not in theta_init:
                 raise KeyError(f"theta_init has no entry for parameter {name!r} (keys: {sorted(theta_init)[:8]}…)")
-            mask, mask_name = None, None
-            mod_name, _, leaf = name.rpartition(".")
-            if leaf.endswith("_orig"):
-                buf = modules[mod_name]._buffers.get(leaf.removesuffix("_orig") + "_mask")
-                if buf is not None:
-                    mask = buf.detach().to(dtype=p.dtype, device=p.device)
-                    mask_name = (mod_name + "." if mod_name else "") + leaf.removesuffix("_orig") + "_mask"
-                    kept += float(mask.sum())
-                    total += mask.numel()
+            mask = None
+            if buf is not None:
+                mask = buf.detach().to(dtype=p.dtype, device=p.device)
+                kept += float(mask.sum())
+                total += mask.numel()
             names.append(name)
             mean.append(p.detach().clone())
             init.append(theta_init[name].detach().to(dtype=p.dtype, device=p.device))
@@ -175,8 +151,8 @@ class PosteriorSpace:
         """Parameters/buffers for :func:`torch.func.functional_call` for one sampled network.
 
         ``noise[i]`` = σ_q,i ⊙ ε_i (``None``: the posterior mean).  Spike-and-slab: noise only where the
-        mask is 1 (pruned entries of ``weight_orig`` keep θ̄ and the mask zeroes them).  Gaussian:
-        ``weight_orig = m ⊙ θ̄ + noise`` and the mask buffer is replaced by ones (pruned weights noisy).
+        mask is 1 (pruned entries keep θ̄ and the mask zeroes them).  Gaussian: the parameter becomes
+        ``m ⊙ θ̄ + noise`` and its mask buffer is replaced by ones (pruned weights noisy).
         """
         out: dict[str, Tensor] = {}
         for i, (name, mu, mask, mname) in enumerate(zip(self.names, self.mean, self.masks, self.mask_names)):
@@ -216,40 +192,6 @@ def posterior_kl(model: nn.Module, theta_init: Mapping[str, Tensor], sigma_q: Se
 
 
 # --------------------------------------------------------------------------- evaluation helpers
-
-
-class _Modes:
-    """Put every module in eval mode; restore each module's own flag afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        return self
-
-    def __exit__(self, *exc):
-        for m, flag in self.flags:
-            m.training = flag
-        return False
-
-
-class _KeepPrunedWeights:
-    """``functional_call`` leaves the prune hook's last (sampled) ``weight`` attribute on each masked
-    module; put back the very tensor objects that were there before."""
-
-    def __init__(self, model: nn.Module):
-        self.saved = [(m, m.weight) for m in model.modules()
-                      if "weight_orig" in m._parameters and "weight_mask" in m._buffers]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for m, w in self.saved:
-            m.weight = w
-        return False
 
 
 def _errors(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
@@ -347,8 +289,8 @@ def bound_ticket(
     steps: int = 200,
     grid_size: int = 1,
     seed: int = 0,
-    batch_size: int = _BATCH,
-    lr: float = _ADAM_LR,
+    batch_size: int = BATCH_SIZE,
+    lr: float = ADAM_LR,
     space: PosteriorSpace | None = None,
     init_sigma_q: Sequence[Tensor] | None = None,
 ) -> TicketBound:
@@ -356,7 +298,7 @@ def bound_ticket(
 
     The model's parameters and buffers are only *read* (sampled networks go through
     ``functional_call``); the caller must put it in eval mode and restore the prune hooks' ``weight``
-    attributes afterwards (``ticket_bound_metrics`` does both).  ``init_sigma_q`` (a profile from another
+    attributes afterwards (:func:`certify_ticket` does both).  ``init_sigma_q`` (a profile from another
     σ_p) competes with the scalar candidates of stage 1.  Certified with ``grid_size`` = K (δ/K, δ′/K).
     """
     if formulation not in FORMULATIONS:
@@ -371,10 +313,10 @@ def bound_ticket(
     shapes = [mu.shape for mu in space.mean]
 
     # fixed subset + common random numbers for the scale searches (stages 1 and 3)
-    g_sub = _generator(seed, "subset", device=device)
+    g_sub = generator(seed, "subset", device=device)
     sub = torch.randperm(n, generator=g_sub, device=device)[: min(n, _SEARCH_EXAMPLES)]
     xs, ys = x[sub], y[sub]
-    g_crn = _generator(seed, "crn", *tags, device=device)
+    g_crn = generator(seed, "crn", *tags, device=device)
     eps_crn = [[torch.randn(s, generator=g_crn, device=device, dtype=mu.dtype) for s, mu in zip(shapes, space.mean)]
                for _ in range(_SEARCH_SAMPLES)]
 
@@ -412,7 +354,7 @@ def bound_ticket(
     if steps > 0:
         log_sigma = [s.log().clone().requires_grad_(True) for s in scalar]
         adam = _Adam(log_sigma, lr)
-        g_opt = _generator(seed, "opt", *tags, device=device)
+        g_opt = generator(seed, "opt", *tags, device=device)
         for _ in range(steps):
             idx = torch.randint(n, (min(batch_size, n),), generator=g_opt, device=device)
             sig = [ls.exp() for ls in log_sigma]
@@ -435,7 +377,7 @@ def bound_ticket(
 
     # certificate: fresh networks, whole bound set
     emp = gibbs_error(model, space, formulation, sigma_q, x, y, mc_samples,
-                      _generator(seed, "mc", *tags, device=device))
+                      generator(seed, "mc", *tags, device=device))
     with torch.no_grad():
         kl64 = float(space.kl(formulation, [s.double() for s in sigma_q], prior_sigma))
     cert = certify(min(max(emp, 0.0), 1.0), mc_samples, kl64, n, delta=delta, delta_prime=delta_prime,
@@ -465,26 +407,23 @@ def selection_key(cert: Certificate) -> tuple[float, float]:
 
 
 
-def _cfg(cfg: Any, key: str, default: Any) -> Any:
-    v = getattr(cfg, key, None)
-    return default if v is None else v
-
-
-def ticket_bound_metrics(model: nn.Module, theta_init: dict[str, Tensor], data: Any, cfg: Any,
-                         seed: int) -> dict[str, float]:
+def certify_ticket(model: nn.Module, theta_init: Mapping[str, Tensor], x: Tensor, y: Tensor, *,
+                   prior_sigmas: Sequence[float], delta: float, delta_prime: float, mc_samples: int,
+                   steps: int, seed: int, batch_size: int = BATCH_SIZE, lr: float = ADAM_LR,
+                   test: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
     """Spike-and-slab and Gaussian zero-mean PAC-Bayes certificates of a trained ticket (paper 000 §4.3).
 
-    ``data.train`` is the bound set S (n = len(data.train)); ``cfg`` is a ``BoundConfig`` (prior σ_p grid
-    ``prior_sigmas`` or the single ``prior_sigma``, δ, δ′, m = ``mc_samples``, ``steps``).  The model's
-    parameters, buffers, ``weight`` attributes and per-module train/eval flags are unchanged afterwards.
+    ``(x, y)`` is the bound set S (n = len(y)); ``prior_sigmas`` the declared σ_p grid (J values);
+    ``test`` (optional) the test set for the Gibbs predictor's test error.  The model's parameters,
+    buffers, ``weight`` attributes and per-module train/eval flags are unchanged afterwards.
 
-    Flat metrics, ``<p>`` ∈ {``ss``, ``gauss``}, for the σ_p of the trial's grid with the smallest
+    Flat metrics, ``<p>`` ∈ {``ss``, ``gauss``}, for the σ_p of the grid with the smallest
     bound (certified at δ/J, δ′/J for J = number of σ_p evaluated):
     ``<p>_bound``, ``<p>_risk`` (R_up, the training-risk term), ``<p>_emp_risk_mc`` (R̂_m),
     ``<p>_kl``, ``<p>_kl_term`` ((KL + log(2√n/δ_eff))/n), ``<p>_kl_per_n`` (KL/n), ``<p>_m``,
     ``<p>_n``, ``<p>_delta``, ``<p>_delta_prime``, ``<p>_delta_eff``, ``<p>_delta_prime_eff``,
     ``<p>_confidence``, ``<p>_grid_size`` (J), ``<p>_prior_sigma``, ``<p>_prior_index``,
-    ``<p>_gibbs_test_error`` (0–1 error of m networks from Q on ``data.test``: the error of the
+    ``<p>_gibbs_test_error`` (0–1 error of m networks from Q on ``test``: the error of the
     certified stochastic predictor, not of θ̄),
     ``<p>_sigma_q_mean``, ``<p>_sigma_q_gmean``, ``<p>_n_perturbed``, ``<p>_per_weight``
     (1 if the Adam-optimised profile won, 0 for the scalar σ_q);
@@ -494,16 +433,12 @@ def ticket_bound_metrics(model: nn.Module, theta_init: dict[str, Tensor], data: 
     ``bound_num_prior_sigmas`` (J), ``bound_time_s``.
     """
     start = time.perf_counter()
-    sigmas = prior_sigma_grid(cfg)
-    if len(set(sigmas)) != len(sigmas):
-        raise ValueError(f"prior sigmas must be distinct, got {sigmas}")
+    sigmas = [float(s) for s in prior_sigmas]
+    if not sigmas or len(set(sigmas)) != len(sigmas):
+        raise ValueError(f"prior sigmas must be a non-empty list of distinct values, got {sigmas}")
     J = len(sigmas)
-    x, y = data.train.x, data.train.y
-    steps = int(_cfg(cfg, "steps", 200))
-    batch_size = int(_cfg(cfg, "batch_size", _BATCH))
-    lr = float(_cfg(cfg, "lr", _ADAM_LR))
     out: dict[str, float] = {}
-    with _KeepPrunedWeights(model), _Modes(model):
+    with preserved_weight_attributes(model), eval_mode(model):
         space = PosteriorSpace.from_model(model, theta_init)
         for formulation, prefix in PREFIXES.items():
             results: list[TicketBound] = []
@@ -512,7 +447,7 @@ def ticket_bound_metrics(model: nn.Module, theta_init: dict[str, Tensor], data: 
             for j, sp in enumerate(sigmas):
                 init = None if warm is None else [s * (sp / warm.prior_sigma) for s in warm.sigma_q]
                 r = bound_ticket(model, theta_init, x, y, formulation=formulation, prior_sigma=sp,
-                                 delta=cfg.delta, delta_prime=cfg.delta_prime, mc_samples=cfg.mc_samples,
+                                 delta=delta, delta_prime=delta_prime, mc_samples=mc_samples,
                                  steps=steps, grid_size=J, seed=seed, batch_size=batch_size, lr=lr,
                                  space=space, init_sigma_q=init)
                 results.append(r)
@@ -529,11 +464,10 @@ def ticket_bound_metrics(model: nn.Module, theta_init: dict[str, Tensor], data: 
                 })
             best_j = min(range(J), key=lambda k: (*selection_key(results[k].certificate), k))
             out.update(_flat_metrics(prefix, results[best_j], best_j))
-            test = getattr(data, "test", None)
-            if test is not None and len(test) > 0:
+            if test is not None and len(test[1]) > 0:
                 out[f"{prefix}_gibbs_test_error"] = gibbs_error(
-                    model, space, formulation, results[best_j].sigma_q, test.x, test.y, cfg.mc_samples,
-                    _generator(seed, "test", formulation, device=space.device))
+                    model, space, formulation, results[best_j].sigma_q, test[0], test[1], mc_samples,
+                    generator(seed, "test", formulation, device=space.device))
     out["bound_prior_density"] = space.density
     out["bound_num_prior_sigmas"] = float(J)
     out["bound_time_s"] = time.perf_counter() - start

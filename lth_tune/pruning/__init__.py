@@ -1,6 +1,6 @@
 """Masks (torch.nn.utils.prune reparametrisation), pruning criteria (paper 000, Table 2) and rewinding.
 
-See docs/design.md. Typical IMP level (Frankle & Carbin 2019; Frankle et al. 2020)::
+See docs/architecture.md. Typical IMP level (Frankle & Carbin 2019; Frankle et al. 2020)::
 
     attach_masks(model, ignore=["fc"])
     init = snapshot(model)                      # or after k iterations (rewinding)
@@ -12,6 +12,7 @@ See docs/design.md. Typical IMP level (Frankle & Carbin 2019; Frankle et al. 202
 
 from .criteria import CRITERIA, STRATEGIES, keep_scores, prune_step
 from .masks import (
+    TrainableParameter,
     apply_mask_to_weights,
     attach_masks,
     copy_model,
@@ -22,12 +23,17 @@ from .masks import (
     mask_state,
     masked_layers,
     masks,
+    parameter_attribute,
+    preserved_weight_attributes,
+    refresh_all,
+    trainable_parameters,
 )
 from .rewind import rewind, set_weights, snapshot
 
 __all__ = [
     "CRITERIA",
     "STRATEGIES",
+    "TrainableParameter",
     "apply_mask_to_weights",
     "attach_masks",
     "copy_model",
@@ -39,8 +45,12 @@ __all__ = [
     "mask_state",
     "masked_layers",
     "masks",
+    "parameter_attribute",
+    "preserved_weight_attributes",
     "prune_step",
+    "refresh_all",
     "rewind",
     "set_weights",
     "snapshot",
+    "trainable_parameters",
 ]

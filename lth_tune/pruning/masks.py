@@ -12,8 +12,10 @@ Layer names are module names as returned by :func:`lth_tune.models.prunable_laye
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -22,6 +24,7 @@ from torch.nn.utils import prune
 from lth_tune.models import prunable_layers
 
 _SUFFIXES = (".weight_mask", ".weight_orig", ".weight")
+_ORIG, _MASK = "_orig", "_mask"  # torch.nn.utils.prune's names: <name>_orig (parameter), <name>_mask (buffer)
 
 
 def _layer_name(key: str) -> str:
@@ -44,6 +47,50 @@ def masked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in prunable_layers(model) if is_masked(m)]
 
 
+class TrainableParameter(NamedTuple):
+    """One trainable parameter θ_j and its pruning mask m_j (paper 000 eq. (1): the ``m ⊙ θ`` of every formula).
+
+    ``name`` is the ``named_parameters`` name (``"fc.weight_orig"`` for a masked layer, ``"fc.bias"``);
+    ``mask`` is the live 0/1 mask buffer for a masked weight and None for a parameter that is never pruned
+    (biases, BatchNorm, ignored layers); ``mask_name`` is that buffer's state-dict name (or None), for
+    code that substitutes it with :func:`torch.func.functional_call`.
+    """
+
+    name: str
+    param: nn.Parameter
+    mask: torch.Tensor | None
+    mask_name: str | None
+
+
+def trainable_parameters(model: nn.Module) -> list[TrainableParameter]:
+    """Every parameter with ``requires_grad``, in ``named_parameters`` order, with its mask (or None).
+
+    This is the one place that knows the reparametrisation's names: everything else (optimisers,
+    regularisers, Hessians, posteriors) asks here which parameters exist and which entries are unpruned.
+    """
+    out = []
+    modules = dict(model.named_modules())
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        mod_name, _, leaf = name.rpartition(".")
+        mask = mask_name = None
+        if leaf.endswith(_ORIG):
+            buffer = leaf.removesuffix(_ORIG) + _MASK
+            mask = modules[mod_name]._buffers.get(buffer)
+            if mask is not None:
+                mask_name = f"{mod_name}.{buffer}" if mod_name else buffer
+        out.append(TrainableParameter(name, p, mask, mask_name))
+    return out
+
+
+def parameter_attribute(name: str) -> tuple[str, str]:
+    """``"fc.weight_orig"`` → ``("fc", "weight")``: the module and the attribute a parameter stands for
+    (the effective ``weight`` of a masked layer, whose stored parameter is ``weight_orig``)."""
+    mod_name, _, leaf = name.rpartition(".")
+    return mod_name, leaf.removesuffix(_ORIG)
+
+
 def refresh(module: nn.Module) -> None:
     """Recompute ``module.weight = weight_orig * weight_mask`` now, detached from autograd.
 
@@ -54,6 +101,27 @@ def refresh(module: nn.Module) -> None:
     """
     with torch.no_grad():
         module.weight = module.weight_orig * module.weight_mask
+
+
+def refresh_all(model: nn.Module) -> None:
+    """:func:`refresh` every masked layer (e.g. after ``torch.func.functional_call`` or a ``torch.func``
+    transform left a substituted tensor in ``module.weight``)."""
+    for _, m in masked_layers(model):
+        refresh(m)
+
+
+@contextlib.contextmanager
+def preserved_weight_attributes(model: nn.Module) -> Iterator[None]:
+    """Put back, after the block, the very ``weight`` tensors the masked layers hold now.
+
+    ``torch.func.functional_call`` on a masked model leaves the prune hook's last (substituted) ``weight``
+    on each masked module; code that samples networks that way wraps itself in this."""
+    saved = [(m, m.weight) for _, m in masked_layers(model)]
+    try:
+        yield
+    finally:
+        for m, w in saved:
+            m.weight = w
 
 
 def copy_model(model: nn.Module) -> nn.Module:

@@ -10,7 +10,7 @@ is taken:
   variability"); the noise is removed before the update, so weights are never left noisy for
   evaluation, pruning, checkpoints or Hessians.
 
-Masks (``weight_mask`` from ``torch.nn.utils.prune``) restrict e and ε to unpruned weights.
+Masks (:func:`lth_tune.pruning.trainable_parameters`) restrict e and ε to unpruned weights.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lth_tune.training.regularizers import masked_parameters
+from lth_tune.pruning import trainable_parameters
 
 Closure = Callable[[], torch.Tensor]
+OPTIMIZERS = ("sgd", "sam", "nvrm")
 
 
 class Stepper:
@@ -30,7 +31,7 @@ class Stepper:
 
     def __init__(self, model: nn.Module, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         self.model = model
-        self.params = masked_parameters(model)
+        self.params = [(t.name, t.param, t.mask) for t in trainable_parameters(model)]
         self.optimizer = torch.optim.SGD(
             [p for _, p, _ in self.params], lr=lr, momentum=momentum, weight_decay=weight_decay
         )
@@ -151,7 +152,7 @@ def make_stepper(
     b: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> Stepper:
-    """``sgd`` | ``sam`` | ``nvrm`` on the model's trainable parameters."""
+    """``sgd`` | ``sam`` | ``nvrm`` (:data:`OPTIMIZERS`) on the model's trainable parameters."""
     kw = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
     if name == "sgd":
         return SGD(model, **kw)
@@ -159,4 +160,4 @@ def make_stepper(
         return SAM(model, rho=rho, adaptive=adaptive, **kw)
     if name == "nvrm":
         return NVRM(model, b=b, generator=generator, **kw)
-    raise ValueError(f"unknown optimizer {name!r}: use sgd, sam or nvrm")
+    raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")

@@ -209,13 +209,6 @@ def _error_text(trial) -> str:
     return lines[-1][:500] if lines else "trial failed (see the trial's error.txt)"
 
 
-def load_results(experiment_dir: str | Path) -> pd.DataFrame:
-    path = Path(experiment_dir) / RESULTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no results yet (run `lth-tune sweep` first)")
-    return pd.read_csv(path)
-
-
 def summary(df: pd.DataFrame, metric: str, mode: str, search_keys: list[str]) -> str:
     """Best configuration (study metric at each trial's last level, mean over seeds if ``seed`` was searched)
     and a table of test accuracy vs density per configuration."""

@@ -173,17 +173,14 @@ def make_searcher(study: StudyConfig, exp_dir: Path | None = None):
 def make_trainable(study: StudyConfig):
     from ray import tune
 
-    if study.experiment.kind == "pbp":
-        from lth_tune.tune.pbp_trainable import pbp_trainable as trainable_fn
-    else:
-        from lth_tune.tune.trainable import imp_trainable as trainable_fn
+    from lth_tune.tune.trainable import run_trainable
 
     _, encoded = search_space(study)
     base = study.experiment.model_dump(mode="json")
     if base["data"]["root"] is not None:  # trials run in their own working directory
         base["data"]["root"] = str(Path(base["data"]["root"]).expanduser().resolve())
     r = study.resources
-    fn = tune.with_parameters(trainable_fn, base=base, encoded=encoded, threads=r.torch_threads,
+    fn = tune.with_parameters(run_trainable, base=base, encoded=encoded, threads=r.torch_threads,
                               gpu_fraction=r.gpu if r.gpu < 1 else 0.0, metric=study.search.metric)
     return tune.with_resources(fn, {"cpu": r.cpu, "gpu": r.gpu, **r.custom})
 
@@ -298,16 +295,4 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         print(f"{errors} of {len(grid)} trials errored; reasons in {exp_dir / TRIALS_FILE}")
     print(f"results: {exp_dir / RESULTS_FILE}{f' (mirrored to {remote})' if remote else ''}   "
           f"TensorBoard: tensorboard --logdir {remote or Path(storage_path) / study.experiment_name}")
-    if not df.empty:
-        draw_figures(exp_dir)
     return SweepOutcome(exp_dir, df, len(grid), errors)
-
-
-def draw_figures(exp_dir: Path) -> None:
-    """The experiment's figures (``lth-tune analyze``) right away; a plotting problem never fails a sweep."""
-    from analysis import analyze_experiment
-
-    try:
-        analyze_experiment(exp_dir)
-    except Exception as err:  # noqa: BLE001 - the results are safe on disk; say why and move on
-        print(f"figures skipped ({err.__class__.__name__}: {err}); retry with: lth-tune analyze {exp_dir}")

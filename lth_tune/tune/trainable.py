@@ -1,21 +1,19 @@
-"""Ray Tune function trainables.
+"""The Ray Tune function trainable: a runner (:mod:`lth_tune.runs`) stepped, reported and checkpointed.
 
-``imp_trainable``: one ``tune.report`` per IMP level (level 0 = dense network), each with a checkpoint
-holding the complete ``IMPRun`` state, so a retried or restored trial continues at the next level and
-reproduces the numbers of an uninterrupted run.
+One Tune iteration is one runner step: one IMP level for ``experiment.kind: imp`` (level 0 = dense
+network), one PBP/PFT stage for ``kind: pbp``. Every report carries a checkpoint of the complete run state,
+so a retried or restored trial continues at the next step and reproduces the numbers of an uninterrupted run.
 
 A trial whose training loss becomes NaN/inf (``DivergedError``) reports one last result carrying
 ``diverged`` (the reason, no checkpoint) and then fails; the driver callback ``NoRetryOnDivergence`` sees
 that result first and turns off the trial's retries, because a retry from the last checkpoint would
-diverge again at the same level. Node failures and other errors are still retried (``search.max_failures``).
+diverge again at the same step. Node failures and other errors are still retried (``search.max_failures``).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ import torch
 from ray import tune
 
 from lth_tune.config import ExperimentConfig
+from lth_tune.runs import RUNS, Run, read_checkpoint, write_checkpoint
+from lth_tune.training import DivergedError
 
-CHECKPOINT_FILE = "imp_state.pt"
 #: Result key of the last result of a diverged trial: the DivergedError message.
 DIVERGED = "diverged"
 
@@ -47,40 +46,35 @@ def configure_torch(threads: int, gpu_fraction: float = 0.0) -> None:
         torch.cuda.set_per_process_memory_fraction(gpu_fraction)
 
 
-def run_resumable(run, step: Callable[[], dict], checkpoint_file: str, metric: str,
-                  position: Callable[[], dict]) -> None:
-    """Restore ``run`` from the trial's latest checkpoint, then ``step()`` until ``run.finished``,
-    reporting + checkpointing after every step (one Tune iteration = one IMP level / one PBP stage).
+def run_resumable(run: Run, metric: str) -> None:
+    """Restore ``run`` from the trial's latest checkpoint, then ``run.step()`` until ``run.finished``,
+    reporting + checkpointing after every step.
 
-    A ``DivergedError`` is reported with its reason (``position()`` says where) and re-raised, so the trial
-    ends as errored; every report carries the study ``metric`` (nan where a step has none).
+    A ``DivergedError`` is reported with its reason (``run.position()`` says where) and re-raised, so the
+    trial ends as errored; every report carries the study ``metric`` (nan where a step has none).
     """
-    from lth_tune.training.loop import DivergedError
-
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            run.load_state_dict(torch.load(Path(d) / checkpoint_file, weights_only=True))
+            run.load_state_dict(read_checkpoint(Path(d) / run.CHECKPOINT_FILE))
     while not run.finished:
         try:
-            metrics = dict(step())
+            metrics = dict(run.step())
         except DivergedError as err:
-            tune.report({**position(), DIVERGED: str(err), metric: float("nan")})
+            tune.report({**run.position(), DIVERGED: str(err), metric: float("nan")})
             raise
         metrics.setdefault(metric, math.nan)
         with tempfile.TemporaryDirectory() as d:
-            torch.save(run.state_dict(), os.path.join(d, checkpoint_file))
+            write_checkpoint(run.state_dict(), d, run.CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def imp_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict | None = None,
+def run_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict | None = None,
                   threads: int = 1, gpu_fraction: float = 0.0, metric: str = "val_acc") -> None:
-    """IMP as a Tune trainable: report + checkpoint after every level."""
-    from lth_tune.imp import IMPRun
-
+    """One trial: the runner of ``experiment.kind`` (IMP or PBP) for the trial's configuration."""
     configure_torch(threads, gpu_fraction)
-    run = IMPRun(trial_config(base, config, encoded))
-    run_resumable(run, run.next_level, CHECKPOINT_FILE, metric, lambda: {"level": run.level})
+    cfg = trial_config(base, config, encoded)
+    run_resumable(RUNS[cfg.kind](cfg), metric)
 
 
 class NoRetryOnDivergence(tune.Callback):

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.pbp_figures import certified_table, run_pbp_analyses
+from analysis.pbp_figures import run_pbp_analyses
+from analysis.selection import NonFiniteSpaceError, certified_pbp_table
+from lth_tune.config import StudyError
 from lth_tune.pacbayes import certify
 
 
@@ -63,8 +65,22 @@ def test_figure4_selects_the_smallest_recertified_bound_per_cell(tmp_path):
         assert row.bound_K > row.bound  # the union bound over K = 8 costs something
         assert row.bound_kl_K <= row.bound_K
     # a smaller δ tightens nothing
-    looser = certified_table(study, df, delta=0.01)
+    looser = certified_pbp_table(study, df, delta=0.01)
     assert (looser["bound_K"].to_numpy() > table["bound_K"].to_numpy()).all()
+
+
+def test_pbp_selection_refuses_a_space_without_a_declared_grid():
+    grid, df = pbp_results()
+    for broken in ({"study": {}}, {**study_record(grid), "grid_size": None}, {"grid": grid}):
+        with pytest.raises(NonFiniteSpaceError, match="refused"):
+            certified_pbp_table(broken, df)
+
+
+def test_pbp_selection_refuses_two_certificates_for_one_grid_point():
+    grid, df = pbp_results()
+    again = df[df["trial_id"] == "t3"].assign(trial_id="t3-repeat")  # the same configuration run twice
+    with pytest.raises(StudyError, match="share a grid point"):
+        certified_pbp_table(study_record(grid), pd.concat([df, again], ignore_index=True))
 
 
 def test_figure1_pft_vs_baseline(tmp_path):

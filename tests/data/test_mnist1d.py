@@ -81,7 +81,7 @@ def test_augment_is_rejected_for_1d(mnist1d_root: Path) -> None:
 def test_names_roots_and_availability(
     mnist1d_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert DATASETS == ("mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100")
+    assert tuple(DATASETS) == ("mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100")
     monkeypatch.setenv("LTH_TUNE_DATA", str(tmp_path / "d"))
     assert default_root() == tmp_path / "d"
     monkeypatch.delenv("LTH_TUNE_DATA")

@@ -1,11 +1,7 @@
-from types import SimpleNamespace
-
 import pytest
-import torch
 from torch import nn
 
 from lth_tune.flatness import exact_trace_and_top_eig, measure_flatness
-from lth_tune.flatness.imp import flatness_metrics
 
 from .nets import classification_data, pruned_mlp
 
@@ -47,18 +43,3 @@ def test_measure_pyhessian_subset_and_fallback():
         out = measure_flatness(pruned_mlp(act=nn.Tanh), nn.CrossEntropyLoss(), (x, y), top_eig=False,
                                trace_iters=3)
     assert out["hessian_trace_probes"] > 0
-
-
-def test_imp_adapter_reads_config_fields():
-    m = pruned_mlp()
-    x, y = classification_data()
-    bundle = SimpleNamespace(train=SimpleNamespace(x=x, y=y))
-    cfg = SimpleNamespace(levels="last", trace=True, top_eig=True, landscape=False, sharpness_sigma=None,
-                          n_batches=2, batch_size=16, trace_iters=10, method="fast")
-    out = flatness_metrics(m, bundle, cfg)
-    x32, y32 = x[:32], y[:32]
-    tr, _, _ = exact_trace_and_top_eig(m, nn.CrossEntropyLoss(), x32, y32)
-    assert out["hessian_trace"] == pytest.approx(tr, rel=1e-5)  # 2 batches of 16 examples
-    assert "expected_sharpness" not in out and "hessian_top_eig" in out
-    assert all(p.grad is None for p in m.parameters()) and m.training
-    assert isinstance(torch.tensor(list(out.values())), torch.Tensor)

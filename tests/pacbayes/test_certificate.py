@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from lth_tune.pacbayes.bounds import kl_bound, theorem1_bound
 from lth_tune.pacbayes.certificate import Certificate, certify, recertify, sample_convergence_bound
 from lth_tune.pacbayes.kl import kl_inverse_upper
+from lth_tune.pacbayes.theorems import kl_bound, theorem1_bound
 
 BASE = {"emp_risk_mc": 0.04, "m": 150, "kl": 800.0, "n": 24000}
 

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from lth_tune.config import BoundConfig
 from lth_tune.data import DataBundle, Split
 from lth_tune.models import build_model
 from lth_tune.pacbayes import (
@@ -21,11 +20,10 @@ from lth_tune.pacbayes.ticket import (
     PREFIXES,
     PosteriorSpace,
     bound_ticket,
+    certify_ticket,
     posterior_kl,
-    ticket_bound_metrics,
 )
-from lth_tune.pruning import attach_masks, density, masked_layers, prune_step
-from lth_tune.training.regularizers import masked_parameters
+from lth_tune.pruning import attach_masks, density, masked_layers, prune_step, trainable_parameters
 
 torch.set_num_threads(1)
 
@@ -52,7 +50,7 @@ def ticket():
     torch.manual_seed(0)
     model = build_model("mlp", input_shape=(1, 8), num_classes=3, widths=[6])
     attach_masks(model)
-    theta_init = {n: p.detach().clone() for n, p, _ in masked_parameters(model)}
+    theta_init = {t.name: t.param.detach().clone() for t in trainable_parameters(model)}
     prune_step(model, 0.5, criterion="random", generator=torch.Generator().manual_seed(1))
     data = _bundle()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -64,10 +62,12 @@ def ticket():
     return model, theta_init, data
 
 
-def _cfg(**kw) -> BoundConfig:
-    base = {"prior_sigma": 0.1, "delta": 0.05, "delta_prime": 0.01, "mc_samples": 16, "steps": 15}
-    base.update(kw)
-    return BoundConfig(**base)
+def _certify(model, theta_init, data, *, seed, **kw) -> dict:
+    """certify_ticket on the bundle's train (bound set) and test splits, small defaults."""
+    args = {"prior_sigmas": [0.1], "delta": 0.05, "delta_prime": 0.01, "mc_samples": 16, "steps": 15}
+    args.update(kw)
+    return certify_ticket(model, theta_init, data.train.x, data.train.y, seed=seed,
+                          test=(data.test.x, data.test.y), **args)
 
 
 def _state(model):
@@ -82,7 +82,7 @@ def test_metrics_restore_model_and_modes(ticket):
     model.fc.eval()  # a mixed mode must come back as it was
     sd, eff = _state(model)
     grads = [p.grad for p in model.parameters()]
-    out = ticket_bound_metrics(model, theta_init, data, _cfg(), seed=3)
+    out = _certify(model, theta_init, data, seed=3)
     sd2, eff2 = _state(model)
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
     assert all(torch.equal(eff[k], eff2[k]) for k in eff)  # the prune hook's `weight` attribute too
@@ -98,8 +98,8 @@ def test_metrics_restore_model_and_modes(ticket):
 
 def test_metrics_deterministic_in_seed(ticket):
     model, theta_init, data = ticket
-    a = ticket_bound_metrics(model, theta_init, data, _cfg(steps=5), seed=7)
-    b = ticket_bound_metrics(model, theta_init, data, _cfg(steps=5), seed=7)
+    a = _certify(model, theta_init, data, seed=7, steps=5)
+    b = _certify(model, theta_init, data, seed=7, steps=5)
     a.pop("bound_time_s"), b.pop("bound_time_s")
     assert a == b
 
@@ -161,7 +161,7 @@ def test_spike_and_slab_kl_matches_library(ticket):
     sq = dict(zip(r.names, [s.double() for s in r.sigma_q]))
     lam = density(model)
     expected = 0.0
-    for name, p, mask in masked_parameters(model):
+    for name, p, mask, _ in trainable_parameters(model):
         th, th0 = p.detach().double(), theta_init[name].double()
         if mask is None:  # never-pruned (biases): pure Gaussian slab, λ_p = 1
             expected += float(gaussian_kl(th, sq[name], th0, 0.2))
@@ -180,8 +180,8 @@ def test_gaussian_kl_counts_pruned_prior_mass(ticket):
     sigma_p = 0.3
     sq = [torch.full_like(t, 0.05, dtype=torch.float64) for t in space.mean]
     kl = float(space.kl("gaussian", sq, sigma_p))
-    params = {n: p.detach().double() for n, p, _ in masked_parameters(model)}
-    masks = {n: (None if m is None else m.double()) for n, _, m in masked_parameters(model)}
+    params = {t.name: t.param.detach().double() for t in trainable_parameters(model)}
+    masks = {t.name: (None if t.mask is None else t.mask.double()) for t in trainable_parameters(model)}
     lib = float(gaussian_kl_zero_mean_prior(params, dict(zip(space.names, sq)), sigma_p, masks))
     assert kl == pytest.approx(lib, rel=1e-12)
     # the pruned weights (mean 0, std σ_q) pay ½(r − 1 − log r), r = σ_q²/σ_p², each
@@ -202,8 +202,7 @@ def test_gaussian_kl_counts_pruned_prior_mass(ticket):
 
 def test_certificate_recomputed_from_reported_ingredients(ticket):
     model, theta_init, data = ticket
-    cfg = _cfg(prior_sigmas=[0.03, 0.3], steps=5)
-    out = ticket_bound_metrics(model, theta_init, data, cfg, seed=5)
+    out = _certify(model, theta_init, data, seed=5, prior_sigmas=[0.03, 0.3], steps=5)
     assert out["bound_num_prior_sigmas"] == 2
     for p in PREFIXES.values():
         J = int(out[f"{p}_grid_size"])
@@ -233,11 +232,4 @@ def test_rejects_missing_theta_init(ticket):
     model, theta_init, data = ticket
     bad = {k: v for k, v in theta_init.items() if not k.endswith("bias")}
     with pytest.raises(KeyError, match="theta_init"):
-        ticket_bound_metrics(model, bad, data, _cfg(steps=0), seed=0)
-
-
-def test_bound_config_prior_sigmas_validation():
-    assert BoundConfig(prior_sigmas=[0.1, 0.3]).prior_sigmas == [0.1, 0.3]
-    for bad in ([], [0.1, 0.1], [0.1, -1.0], [float("inf")]):
-        with pytest.raises(ValueError, match="prior_sigmas"):
-            BoundConfig(prior_sigmas=bad)
+        _certify(model, bad, data, seed=0, steps=0)

@@ -105,5 +105,5 @@ def test_sam_updates_batchnorm_statistics_once_per_step():
 
 
 def test_unknown_optimizer():
-    with pytest.raises(ValueError, match="sgd, sam or nvrm"):
+    with pytest.raises(ValueError, match="sgd, sam, nvrm"):
         make_stepper("adam", nn.Linear(2, 2), lr=0.1)

@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 
 from lth_tune.config import load_study
-from lth_tune.imp import IMPRun
+from lth_tune.runs import IMPRun
 
 COMPARED = ["density", "train_loss", "train_acc", "val_acc", "test_acc", "dist_init", "weight_norm"]
 L2_GRID = {"train.lr": {"choice": [0.01, 0.1]}, "regularizer.lam": {"choice": [0.0, 0.01]}}

@@ -61,7 +61,7 @@ def tiny_study(tmp_path, data_root):
 
 @pytest.mark.e2e
 def test_pbp_sweep_reports_every_stage_and_reproduces_in_process_numbers(tmp_path, data_root):
-    from lth_tune.pacbayes.pbp import PBPRun
+    from lth_tune.runs import PBPRun
     from lth_tune.tune.sweep import run_sweep
 
     torch.set_num_threads(1)

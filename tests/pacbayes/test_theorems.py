@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lth_tune.pacbayes.bounds import bound_epsilon, kl_bound, theorem1_bound
 from lth_tune.pacbayes.kl import kl_bernoulli, kl_inverse_upper
+from lth_tune.pacbayes.theorems import bound_epsilon, kl_bound, theorem1_bound
 
 F64 = torch.float64
 

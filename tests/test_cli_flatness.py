@@ -6,8 +6,9 @@ import torch
 
 from lth_tune.cli import main
 from lth_tune.config import ExperimentConfig
-from lth_tune.imp import IMPRun
-from lth_tune.tune.trainable import CHECKPOINT_FILE
+from lth_tune.runs import IMPRun
+
+CHECKPOINT_FILE = IMPRun.CHECKPOINT_FILE
 
 
 def test_flatness_cli_on_a_level_checkpoint(tmp_path, data_root):

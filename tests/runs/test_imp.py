@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from lth_tune.config import ExperimentConfig
-from lth_tune.imp import IMPRun, derived_seed
 from lth_tune.pruning import masks
+from lth_tune.runs import IMPRun
+from lth_tune.seeding import derived_seed
 
 
 def config(data_root, **over):
@@ -53,7 +54,7 @@ def test_rewind_to_iteration_k_uses_weights_after_k_steps(data_root):
     run.next_level()
     ref = IMPRun(config(data_root, **{"pruning.rewind_iteration": k, "train.epochs": 1}), device="cpu")
     # train a fresh copy for exactly k iterations with the same data order: it must equal the snapshot
-    from lth_tune.imp import generator
+    from lth_tune.seeding import generator
     from lth_tune.training import Regularizer, make_stepper, train_epochs
 
     stepper = make_stepper("sgd", ref.model, lr=0.05, momentum=0.9)

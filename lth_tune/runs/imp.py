@@ -16,7 +16,6 @@ every level (as in OpenLTH), so no optimiser state crosses a level boundary.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from typing import Any
@@ -24,55 +23,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from lth_tune.config import ExperimentConfig
-from lth_tune.data import DataBundle, load_dataset
-from lth_tune.models import build_model
-from lth_tune.pruning import attach_masks, density, prune_step, rewind, snapshot
+from lth_tune.config import ExperimentConfig, LevelSpec
+from lth_tune.data import DataBundle
+from lth_tune.pruning import attach_masks, density, prune_step, rewind, snapshot, trainable_parameters
+from lth_tune.seeding import derived_seed, generator
 from lth_tune.training import Regularizer, evaluate, make_stepper, train_epochs
-from lth_tune.training.regularizers import masked_parameters
 
+from .metrics import flatness_metrics, ticket_bound_metrics
+from .setup import init_model, load_experiment_data, resolve_device, uses_channels_last
 
-def derived_seed(seed: int, *tags: Any) -> int:
-    """A stable 63-bit seed for one purpose (e.g. ``("order", level)``), independent of Python's hash salt."""
-    digest = hashlib.sha256(repr((seed,) + tags).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def generator(seed: int, *tags: Any, device: str | torch.device = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(derived_seed(seed, *tags))
-    return g
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("experiment.device is 'cuda' but no GPU is visible: set experiment.device=auto or cpu")
-    return torch.device(name)
-
-
-def load_experiment_data(cfg: ExperimentConfig, device: torch.device) -> DataBundle:
-    d = cfg.data
-    return load_dataset(
-        d.dataset, root=d.root, download=d.download, val_fraction=d.val_fraction, label_noise=d.label_noise,
-        seed=cfg.seed, device=device, train_subset=d.train_subset, augment=d.augment,
-    )
-
-
-def init_model(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> nn.Module:
-    """The network at initialisation θ_init: seeded by ``(seed, "init")`` only, no masks, on ``device``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed(cfg.seed, "init"))
-        model = build_model(
-            cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
-            widths=cfg.model.widths, width=cfg.model.width,
-        )
-    return model.to(device)
+__all__ = ["IMPRun", "build_experiment_model", "parameter_distance"]
 
 
 def build_experiment_model(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> nn.Module:
-    """The IMP network at initialisation: :func:`init_model` with masks attached (all ones)."""
+    """The IMP network at initialisation: :func:`~lth_tune.runs.setup.init_model` with masks attached (all ones)."""
     model = init_model(cfg, data, device)
     attach_masks(model, ignore=cfg.pruning.ignore)
     if uses_channels_last(cfg, model):
@@ -80,18 +44,11 @@ def build_experiment_model(cfg: ExperimentConfig, data: DataBundle, device: torc
     return model
 
 
-def uses_channels_last(cfg: ExperimentConfig, model: nn.Module) -> bool:
-    """Channels-last layout (faster 2-D convolutions on CPU and tensor cores) unless configured off."""
-    if cfg.train.channels_last is not None:
-        return cfg.train.channels_last
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
 def parameter_distance(model: nn.Module, reference: dict[str, torch.Tensor] | None) -> float:
     """‖m ⊙ (θ − θ_ref)‖₂ over trainable parameters (``reference=None``: ‖m ⊙ θ‖₂)."""
     total = 0.0
     with torch.no_grad():
-        for name, p, mask in masked_parameters(model):
+        for name, p, mask, _ in trainable_parameters(model):
             d = p if reference is None else p - reference[name]
             if mask is not None:
                 d = d * mask
@@ -102,12 +59,14 @@ def parameter_distance(model: nn.Module, reference: dict[str, torch.Tensor] | No
 class IMPRun:
     """The IMP algorithm as a resumable object: ``next_level()`` → metrics; ``state_dict()`` → checkpoint."""
 
+    CHECKPOINT_FILE = "imp_state.pt"
+
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str | None = None, data: DataBundle | None = None):
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else resolve_device(cfg.device)
         self.data = data if data is not None else load_experiment_data(cfg, self.device)
         self.model = build_experiment_model(cfg, self.data, self.device)
-        self.theta_init = {n: p.detach().clone() for n, p, _ in masked_parameters(self.model)}
+        self.theta_init = {t.name: t.param.detach().clone() for t in trainable_parameters(self.model)}
         # rewind point: the initialisation, or iteration k of level 0 (taken during training)
         self.rewind_snapshot = snapshot(self.model) if cfg.pruning.rewind_iteration == 0 else None
         self.level = 0  # the next level to run
@@ -148,6 +107,13 @@ class IMPRun:
             self.next_level()
         return self.history
 
+    # the Run protocol (lth_tune.runs.Run): one step = one IMP level
+    step = next_level
+
+    def position(self) -> dict[str, Any]:
+        """Where the run stands (for a report that carries no metrics, e.g. a divergence)."""
+        return {"level": self.level}
+
     def _train(self, level: int) -> None:
         t = self.cfg.train
         stepper = make_stepper(
@@ -184,21 +150,12 @@ class IMPRun:
         m["test_acc_gap"] = dense["test_acc"] - m["test_acc"]
         m["val_acc_gap"] = dense["val_acc"] - m["val_acc"]
         if _selected(self.cfg.flatness.levels, level, self.num_levels):
-            m.update(self._flatness())
+            m.update(flatness_metrics(self.model, self.data, self.cfg.flatness,
+                                      seed=derived_seed(self.cfg.seed, "flatness", level)))
         if _selected(self.cfg.bound.levels, level, self.num_levels):
-            m.update(self._bound())
+            m.update(ticket_bound_metrics(self.model, self.theta_init, self.data, self.cfg.bound,
+                                          seed=derived_seed(self.cfg.seed, "bound", level)))
         return m
-
-    def _flatness(self) -> dict[str, float]:
-        from lth_tune.flatness.imp import flatness_metrics  # heavy optional import
-
-        return flatness_metrics(self.model, self.data, self.cfg.flatness)
-
-    def _bound(self) -> dict[str, float]:
-        from lth_tune.pacbayes.ticket import ticket_bound_metrics
-
-        return ticket_bound_metrics(self.model, self.theta_init, self.data, self.cfg.bound,
-                                    seed=derived_seed(self.cfg.seed, "bound", self.level))
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -225,7 +182,7 @@ class IMPRun:
         self.history = list(state["history"])
 
 
-def _selected(spec, level: int, num_levels: int) -> bool:
+def _selected(spec: LevelSpec, level: int, num_levels: int) -> bool:
     if spec == "none":
         return False
     if spec == "all":

@@ -9,12 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bounds import (
-    NonFiniteSpaceError,
-    certified_selection,
-    run_bound_analyses,
-    sensitivity_table,
-)
+from analysis.selection import NonFiniteSpaceError, certified_selection
+from analysis.ticket_bounds import run_bound_analyses, sensitivity_table
 from lth_tune.config import StudyError
 from lth_tune.pacbayes import certify
 

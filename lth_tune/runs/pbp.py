@@ -23,18 +23,16 @@ S_P only: its weights, keep-probabilities, biases and BatchNorm statistics (froz
 and, in PBP mode, the input standardisation (re-done with S_P's statistics, :func:`standardize_with`; with α = 0
 the standardisation of ``load_dataset`` on all of S is kept). One ``PBPRun.next_stage()`` call is one
 stage = one Ray Tune report (``level`` = stage − 1). Everything random is derived from ``(seed, purpose,
-stage)`` (:func:`lth_tune.imp.derived_seed`), so a run restored from the checkpoint of stage k reproduces the
+stage)`` (:mod:`lth_tune.seeding`), so a run restored from the checkpoint of stage k reproduces the
 uninterrupted numbers of the later stages.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -42,23 +40,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth_tune.config import ExperimentConfig
-from lth_tune.data import DataBundle, Split, batches, prior_bound_split
-from lth_tune.imp import derived_seed, generator, init_model, load_experiment_data, resolve_device
-from lth_tune.pruning import apply_mask_to_weights, attach_masks, density, load_mask_state
-from lth_tune.training import evaluate, make_stepper, train_epochs
-from lth_tune.training.loop import DivergedError
-
-from .bounds import theorem1_bound
-from .certificate import Certificate, certify
-from .stochastic import (
+from lth_tune.data import DataBundle, Split, batches, prior_bound_split, standardize_with
+from lth_tune.pacbayes import (
+    Certificate,
     StochasticNet,
     bounded_cross_entropy,
+    certify,
     criterion_scores,
     initial_keep_probabilities,
     keep_probability,
-    stochastic_layers,
+    theorem1_bound,
     top_k_masks,
 )
+from lth_tune.pacbayes.stochastic import stochastic_layers
+from lth_tune.pruning import apply_mask_to_weights, attach_masks, density, load_mask_state
+from lth_tune.seeding import derived_seed, fork_rng, generator
+from lth_tune.training import DivergedError, evaluate, make_stepper, train_epochs
+
+from .setup import init_model, load_experiment_data, resolve_device
 
 __all__ = ["STAGE_NAMES", "PBPRun", "stage_milestones"]
 
@@ -73,35 +72,6 @@ def stage_milestones(fractions: list[float], epochs: int) -> list[int]:
     return sorted({min(epochs, max(1, round(f * epochs))) for f in fractions}) if epochs > 0 else []
 
 
-@contextmanager
-def seeded_rng(seed: int, *tags: Any, device: torch.device):
-    """Run the block with the global RNG (CPU and the CUDA device) seeded for one purpose, then restore it."""
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(derived_seed(seed, *tags))
-        yield
-
-
-def standardize_with(data: DataBundle, reference: Split) -> DataBundle:
-    """A copy of ``data`` whose inputs are standardised per channel with the statistics of ``reference``.
-
-    ``load_dataset`` standardises with the statistics of all of S; re-standardising with those of S_P makes the
-    composite preprocessing exactly "standardise with S_P's mean and std" (an affine map of an affine map), so
-    the prior, preprocessing included, depends on S_P only (paper 004 Theorem 1 requires P independent of
-    S \\ S_P)."""
-    x = reference.x
-    dims = [d for d in range(x.dim()) if d != 1]
-    std, mean = torch.std_mean(x, dim=dims, correction=0, keepdim=True)
-    std = std.clamp_min(1e-8)
-
-    def restd(split: Split) -> Split:
-        return Split((split.x - mean) / std, split.y)
-
-    return dataclasses.replace(data, train=restd(data.train), val=restd(data.val), test=restd(data.test))
-
-
 def _cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in d.items()}
 
@@ -109,6 +79,7 @@ def _cpu(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class PBPRun:
     """The three stages as a resumable object: ``next_stage()`` → metrics; ``state_dict()`` → checkpoint."""
 
+    CHECKPOINT_FILE = "pbp_state.pt"
     num_stages = 3
 
     def __init__(self, cfg: ExperimentConfig, device: torch.device | str | None = None,
@@ -159,6 +130,13 @@ class PBPRun:
         while not self.finished:
             self.next_stage()
         return self.history
+
+    def step(self) -> dict[str, Any]:
+        """The Run protocol (:class:`lth_tune.runs.Run`): one step = one stage."""
+        return self.next_stage()
+
+    def position(self) -> dict[str, Any]:
+        return {"level": self.stage - 1, "stage": self.stage}
 
     def next_stage(self) -> dict[str, Any]:
         if self.finished:
@@ -288,7 +266,7 @@ class PBPRun:
         order = generator(self.cfg.seed, "order", stage)
         last = math.nan
         self.net.train()
-        with seeded_rng(self.cfg.seed, "sample", stage, device=self.device):
+        with fork_rng(derived_seed(self.cfg.seed, "sample", stage), self.device):
             for epoch in range(epochs):
                 total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
                 for x, y in batches(split, t.batch_size, generator=order, shuffle=True, augment=self.data.augment):

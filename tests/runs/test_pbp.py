@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lth_tune.config import ExperimentConfig
-from lth_tune.imp import load_experiment_data
 from lth_tune.pacbayes import certify, recertify
-from lth_tune.pacbayes.pbp import PBPRun, stage_milestones
+from lth_tune.runs.pbp import PBPRun, stage_milestones
+from lth_tune.runs.setup import load_experiment_data
 
 SUBSET = 600
 ALPHA = 0.4
