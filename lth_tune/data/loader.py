@@ -14,8 +14,9 @@ from lth_tune.data.mnist1d import load_mnist1d
 from lth_tune.data.noise import flip_labels
 from lth_tune.data.normalize import channel_stats
 from lth_tune.data.raw import RawData
-from lth_tune.data.splits import holdout_split, seeded_generator, subset_indices
+from lth_tune.data.splits import holdout_split, subset_indices
 from lth_tune.data.vision import VISION_SPECS, load_vision, vision_available
+from lth_tune.seeding import generator
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,11 @@ def load_dataset(
     if augment and raw.x_train.dim() != 4:
         raise ValueError(f"augmentation (random crop + flip) needs images; {key} inputs are 1-D")
 
-    s_idx = subset_indices(len(raw.y_train), train_subset, generator=seeded_generator(seed, "subset"))
+    s_idx = subset_indices(len(raw.y_train), train_subset, generator=generator(seed, "subset"))
     y_s, flipped = flip_labels(
-        raw.y_train[s_idx], label_noise, raw.num_classes, generator=seeded_generator(seed, "noise")
+        raw.y_train[s_idx], label_noise, raw.num_classes, generator=generator(seed, "noise")
     )
-    train_pos, val_pos = holdout_split(len(s_idx), val_fraction, generator=seeded_generator(seed, "val"))
+    train_pos, val_pos = holdout_split(len(s_idx), val_fraction, generator=generator(seed, "val"))
     if len(train_pos) == 0:
         raise ValueError(f"empty train split: |S|={len(s_idx)}, val_fraction={val_fraction}")
 

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import zlib
-
 import torch
 
-
-def seeded_generator(seed: int, purpose: str) -> torch.Generator:
-    """A CPU generator for one ``purpose`` ("noise", "val", ...), so each random choice is fixed by
-    ``seed`` independently of the others (e.g. the validation split does not move with label noise)."""
-    g = torch.Generator()
-    g.manual_seed((int(seed) * 1_000_003 + zlib.crc32(purpose.encode())) % (2**63))
-    return g
+from lth_tune.seeding import generator
 
 
 def holdout_split(
@@ -43,5 +35,5 @@ def prior_bound_split(n: int, alpha: float, *, seed: int) -> tuple[torch.Tensor,
     """
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    bound, prior = holdout_split(n, alpha, generator=seeded_generator(seed, "prior_bound"))
+    bound, prior = holdout_split(n, alpha, generator=generator(seed, "prior_bound"))
     return prior, bound

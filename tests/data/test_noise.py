@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from lth_tune.data import flip_labels, load_dataset
-from lth_tune.data.splits import seeded_generator
+from lth_tune.seeding import generator
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.013, 0.2, 0.5, 1.0])
 def test_flip_exact_count_and_different_class(fraction: float) -> None:
     y = torch.arange(1001) % 7
-    noisy, flipped = flip_labels(y, fraction, 7, generator=seeded_generator(0, "noise"))
+    noisy, flipped = flip_labels(y, fraction, 7, generator=generator(0, "noise"))
     assert int(flipped.sum()) == round(fraction * 1001)
     assert torch.equal(flipped, noisy != y)  # every flipped label changed, no other did
     assert noisy.min() >= 0 and noisy.max() < 7
@@ -23,7 +23,7 @@ def test_flip_exact_count_and_different_class(fraction: float) -> None:
 
 def test_flip_targets_are_uniform_over_other_classes() -> None:
     y = torch.zeros(18000, dtype=torch.long)
-    noisy, _ = flip_labels(y, 1.0, 10, generator=seeded_generator(1, "noise"))
+    noisy, _ = flip_labels(y, 1.0, 10, generator=generator(1, "noise"))
     counts = torch.bincount(noisy, minlength=10)
     assert counts[0] == 0
     assert ((counts[1:].float() - 2000).abs() < 200).all()  # 9 classes, 2000 expected each (sd ~ 42)
@@ -31,9 +31,9 @@ def test_flip_targets_are_uniform_over_other_classes() -> None:
 
 def test_flip_is_seeded() -> None:
     y = torch.arange(500) % 10
-    a = flip_labels(y, 0.3, 10, generator=seeded_generator(0, "noise"))
-    b = flip_labels(y, 0.3, 10, generator=seeded_generator(0, "noise"))
-    c = flip_labels(y, 0.3, 10, generator=seeded_generator(1, "noise"))
+    a = flip_labels(y, 0.3, 10, generator=generator(0, "noise"))
+    b = flip_labels(y, 0.3, 10, generator=generator(0, "noise"))
+    c = flip_labels(y, 0.3, 10, generator=generator(1, "noise"))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
 

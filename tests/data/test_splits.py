@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lth_tune.data import Split, batches, load_dataset, prior_bound_split
-from lth_tune.data.splits import holdout_split, seeded_generator, subset_indices
+from lth_tune.data.splits import holdout_split, subset_indices
+from lth_tune.seeding import generator
 
 
 def _assert_partition(a: torch.Tensor, b: torch.Tensor, n: int) -> None:
@@ -37,10 +38,10 @@ def test_prior_bound_split_seeded_and_validated() -> None:
 
 
 def test_holdout_and_subset_indices() -> None:
-    kept, held = holdout_split(50, 0.2, generator=seeded_generator(0, "val"))
+    kept, held = holdout_split(50, 0.2, generator=generator(0, "val"))
     assert len(held) == 10
     _assert_partition(kept, held, 50)
-    sub = subset_indices(50, 20, generator=seeded_generator(0, "subset"))
+    sub = subset_indices(50, 20, generator=generator(0, "subset"))
     assert len(sub) == 20 and len(sub.unique()) == 20 and sub.max() < 50
     assert torch.equal(subset_indices(50, None, generator=torch.Generator()), torch.arange(50))
     assert torch.equal(subset_indices(50, 80, generator=torch.Generator()), torch.arange(50))
