@@ -22,6 +22,13 @@ def load_experiment(exp_dir: str | Path) -> tuple[dict, pd.DataFrame]:
     return json.loads(study_path.read_text()), pd.read_csv(results_path)
 
 
+def tickets_only(df: pd.DataFrame) -> pd.DataFrame:
+    """The IMP levels / PBP stages of a results table, without lottery-ticket control rows."""
+    if "branch" not in df:
+        return df
+    return df[df["branch"].fillna("ticket") == "ticket"]
+
+
 def config_col(key: str) -> str:
     return f"config/{key}"
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.common import column_or_constant, save
+from lth_tune.stats import mean_ci
 
 
 def pick_levels(df: pd.DataFrame, max_lines: int = 4) -> list[int]:
@@ -24,30 +25,42 @@ def pick_levels(df: pd.DataFrame, max_lines: int = 4) -> list[int]:
 
 
 def accuracy_vs_lambda(study: dict, df: pd.DataFrame, out: Path) -> Path | None:
+    """Paper 000 Figure 3: test accuracy against λ at the dense level and three sparsities, one row of panels
+    per learning rate and one column per regulariser kind (``l2_init``, ``l2_norm``: both panels when the
+    kind is searched); mean over seeds with its 95% interval."""
     if "config/regularizer.lam" not in df:
         return None
-    df = df.assign(lr=column_or_constant(df, study, "train.lr"), lam=df["config/regularizer.lam"])
-    kind = study["study"]["experiment"]["regularizer"]["kind"]
+    df = df.assign(lr=column_or_constant(df, study, "train.lr"), lam=df["config/regularizer.lam"],
+                   kind=column_or_constant(df, study, "regularizer.kind"))
     lrs = sorted(df["lr"].unique(), reverse=True)
+    kinds = sorted(k for k in df["kind"].unique() if k != "none") or ["none"]
     levels = pick_levels(df)
-    fig, axes = plt.subplots(len(lrs), 1, figsize=(6, 3.2 * len(lrs)), squeeze=False)
+    fig, axes = plt.subplots(len(lrs), len(kinds), figsize=(5.6 * len(kinds), 3.2 * len(lrs)), squeeze=False,
+                             sharey="row")
     nonzero = df.loc[df["lam"] > 0, "lam"]
     zero_at = nonzero.min() / 3 if len(nonzero) else 1e-6
-    for ax, lr in zip(axes[:, 0], lrs):
-        sub = df[df["lr"] == lr]
-        for lvl in levels:
-            rows = sub[sub["level"] == lvl].groupby("lam")["test_acc"].agg(["mean", "std"]).reset_index()
-            x = np.where(rows["lam"] > 0, rows["lam"], zero_at)
-            d = sub.loc[sub["level"] == lvl, "density"].mean()
-            label = "unpruned" if lvl == 0 else f"{100 * (1 - d):.0f}% sparse"
-            ax.errorbar(x, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=2, label=label,
-                        linestyle="--" if lvl == 0 else "-")
-        ax.set_xscale("log")
-        ax.set_title(f"lr = {lr}")
-        ax.set_xlabel(f"{kind} λ (λ=0 drawn at {zero_at:.1e})")
-        ax.set_ylabel("test accuracy")
-        ax.legend(fontsize=8)
-    return save(fig, out / f"accuracy_vs_lambda_{kind}.png")
+    for i, lr in enumerate(lrs):
+        for j, kind in enumerate(kinds):
+            ax = axes[i, j]
+            # λ = 0 is the same network for every kind: its runs count in each panel
+            sub = df[(df["lr"] == lr) & ((df["kind"] == kind) | (df["lam"] == 0))]
+            for lvl in levels:
+                at = sub[sub["level"] == lvl]
+                lams = sorted(at["lam"].unique())
+                cis = [mean_ci(at.loc[at["lam"] == lam, "test_acc"].tolist()) for lam in lams]
+                x = [lam if lam > 0 else zero_at for lam in lams]
+                y = [c.mean for c in cis]
+                err = [c.half_width if np.isfinite(c.half_width) else 0.0 for c in cis]
+                d = at["density"].mean()
+                label = "unpruned" if lvl == 0 else f"{100 * (1 - d):.0f}% sparse"
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=2, label=label, linestyle="--" if lvl == 0 else "-")
+            ax.set_xscale("log")
+            ax.set_title(f"{kind}, lr = {lr}", fontsize=9)
+            ax.set_xlabel(f"λ (λ=0 drawn at {zero_at:.1e})")
+            ax.set_ylabel("test accuracy")
+            ax.legend(fontsize=7)
+    name = "_".join(kinds)
+    return save(fig, out / f"accuracy_vs_lambda_{name}.png")
 
 
 def accuracy_vs_density(study: dict, df: pd.DataFrame, out: Path, search_keys: list[str]) -> Path:

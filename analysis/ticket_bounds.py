@@ -188,7 +188,6 @@ def run_bound_analyses(study: dict, df: pd.DataFrame, out: str | Path, exp_dir: 
     for prefix in ("ss", "gauss"):
         if f"{prefix}_bound" in df.columns and df[f"{prefix}_bound"].notna().any():
             selections[prefix] = certified_selection(study, df, prefix=prefix, delta=delta)
-            print(describe(selections[prefix]))
     written = []
     sens = {p: sensitivity_table(s) for p, s in selections.items()}
     payload = {p: {k: v for k, v in s.items() if k != "candidates"} | {"num_candidates": s["num_candidates"]}

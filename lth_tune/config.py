@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lth_tune.data import DATASETS
+from lth_tune.data.mnist1d import check_num_samples
 from lth_tune.models import MODELS
 from lth_tune.training import OPTIMIZERS, REGULARIZERS
 
@@ -58,6 +59,23 @@ class DataConfig(_Strict):
         None, gt=0, description="keep only this many training examples (quick runs)")
     augment: bool | None = Field(
         None, description="random crop (pad 4) + horizontal flip; None = on for CIFAR")
+    num_samples: int | None = Field(
+        None, gt=0, description="mnist1d only: generate this many training examples (a multiple of 10; the test "
+        "split stays the classic 1000); None = the classic 4000")
+    normalize_on: Literal["auto", "train", "val"] = Field(
+        "auto", description="split whose per-channel mean/std standardise the inputs; auto = val when a PAC-Bayes "
+        "certificate uses the training split as its bound set (ticket bounds, PBP), else train")
+
+    @model_validator(mode="after")
+    def _generated(self):
+        if self.num_samples is not None:
+            if self.dataset != "mnist1d":
+                raise ValueError(f"num_samples is for the generated mnist1d; {self.dataset} has a fixed size "
+                                 f"(use data.train_subset to shrink it)")
+            check_num_samples(self.num_samples)
+        if self.normalize_on == "val" and self.val_fraction == 0:
+            raise ValueError("normalize_on: val needs a validation split (val_fraction > 0)")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -148,6 +166,45 @@ class FlatnessConfig(_Strict):
 
     def landscape_alphas(self) -> list[float]:
         return [float(a) for a in np.linspace(-self.landscape_radius, self.landscape_radius, self.landscape_points)]
+
+
+CONTROL_KINDS = ("reinit", "random_prune")
+
+
+class ControlsConfig(_Strict):
+    """Lottery-ticket controls (Frankle & Carbin 2019 §2; OpenLTH ``randomly_reinitialize`` /
+    ``randomly_prune`` branches): at each declared level the ticket's mask is retrained from a fresh random
+    initialisation (``reinit``), and a random mask with the ticket's per-layer density is retrained from the
+    ticket's own rewind point (``random_prune``). Each is one extra training per level."""
+
+    kinds: list[Literal["reinit", "random_prune"]] = Field(
+        default_factory=list, description="controls to run: reinit, random_prune (empty = none)")
+    levels: LevelSpec = Field("none", description="IMP levels (≥ 1) to run them at: none, last, all or a list")
+
+    @field_validator("kinds")
+    @classmethod
+    def _distinct(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"controls.kinds lists a kind twice: {v}")
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _no_dense(cls, v):
+        if isinstance(v, list) and any(lv < 1 for lv in v):
+            raise ValueError(f"controls.levels must be ≥ 1 (level 0 is the dense network, which has no mask), got {v}")
+        return v
+
+
+class InstabilityConfig(_Strict):
+    """Instability analysis (linear mode connectivity, Frankle et al. 2020): from the level's rewind point a
+    second copy is trained with another data order (and NVRM noise); the error barrier along the straight
+    line between the two trained networks, and along the line from the rewind point to the trained ticket,
+    is reported. One extra training per level."""
+
+    levels: LevelSpec = Field("none", description="IMP levels to measure at: none, last, all or a list")
+    points: int = Field(11, ge=3, description="evaluation points on each line (α = 0 … 1)")
+    split: Literal["test", "val", "train"] = Field("test", description="split whose error the barrier measures")
 
 
 class BoundConfig(_Strict):
@@ -242,7 +299,34 @@ class ExperimentConfig(_Strict):
     flatness: FlatnessConfig = Field(default_factory=FlatnessConfig)
     bound: BoundConfig = Field(default_factory=BoundConfig)
     pbp: PBPConfig = Field(default_factory=PBPConfig)
+    controls: ControlsConfig = Field(default_factory=ControlsConfig)
+    instability: InstabilityConfig = Field(default_factory=InstabilityConfig)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when visible, else cpu")
+
+    @property
+    def certifies_on_train(self) -> bool:
+        """Whether the loader's input statistics would come from a PAC-Bayes bound set: ticket bounds (bound
+        set S = the training split) and PBP at α = 0 (bound set S)."""
+        if self.kind == "pbp":  # with α > 0 the run re-standardises with S_P's statistics (standardize_with)
+            return self.pbp.mode == "pbp" and self.pbp.alpha == 0
+        return self.bound.levels != "none"
+
+    @property
+    def normalization_split(self) -> str:
+        """``data.normalize_on`` resolved: a certificate's bound set never provides the input statistics."""
+        if self.data.normalize_on != "auto":
+            return self.data.normalize_on
+        return "val" if self.certifies_on_train else "train"
+
+    @model_validator(mode="after")
+    def _certificate_preprocessing(self):
+        if self.certifies_on_train and self.data.normalize_on == "train":
+            raise ValueError("data.normalize_on: train would standardise inputs with statistics of the bound set, "
+                             "which the certificate does not pay for; use auto or val")
+        if self.normalization_split == "val" and self.data.val_fraction == 0:
+            raise ValueError("data.val_fraction: certificates take input statistics from the validation split "
+                             "(disjoint from the bound set); set val_fraction > 0")
+        return self
 
     def with_params(self, params: dict[str, Any]) -> ExperimentConfig:
         """A copy with dotted-key values (e.g. ``{"train.lr": 0.01}``) substituted and re-validated."""
@@ -366,6 +450,15 @@ class OutputConfig(_Strict):
     name: str | None = Field(None, description="experiment name (default: the study name)")
 
 
+class VerdictConfig(_Strict):
+    """How ``lth-tune analyze`` and the report judge winning tickets (paper 000 §3.3: a subnetwork is a
+    winning ticket when its test accuracy is close to the whole network's)."""
+
+    epsilon: float = Field(0.01, ge=0.0, lt=1.0,
+                           description="a level is winning when the mean test-accuracy drop from dense is ≤ ε")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence of the intervals over seeds")
+
+
 class StudyConfig(_Strict):
     name: str = Field(description="study name; the default experiment directory name")
     description: str = Field("", description="free text, kept in study.json")
@@ -373,6 +466,7 @@ class StudyConfig(_Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig)
 
     @model_validator(mode="after")
     def _space_keys(self):

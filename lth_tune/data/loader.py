@@ -24,21 +24,26 @@ class DatasetSpec:
     """One entry of the dataset registry: how to read it, whether it is on disk, its default augmentation,
     and a one-line description (for the study-file documentation and error messages)."""
 
-    load: Callable[[Path, bool], RawData]      # (root, download) -> RawData
+    load: Callable[[Path, bool, int | None], RawData]  # (root, download, num_samples) -> RawData
     available: Callable[[Path], bool]          # root -> all files present (mnist1d: always)
     augment: bool                              # random crop + flip by default
     description: str
 
 
-def _vision(name: str) -> tuple[Callable[[Path, bool], RawData], Callable[[Path], bool]]:
-    return (lambda root, download: load_vision(name, root, download=download),
-            lambda root: vision_available(name, root))
+def _vision(name: str) -> tuple[Callable[[Path, bool, int | None], RawData], Callable[[Path], bool]]:
+    def load(root: Path, download: bool, num_samples: int | None) -> RawData:
+        if num_samples is not None:
+            raise ValueError(f"num_samples is for generated datasets (mnist1d); {name} has a fixed size")
+        return load_vision(name, root, download=download)
+
+    return load, lambda root: vision_available(name, root)
 
 
 #: The dataset registry: the one list of datasets. ``DataConfig.dataset`` accepts exactly these keys.
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist1d": DatasetSpec(lambda root, download: load_mnist1d(root), lambda root: True, False,
-                           "MNIST-1D (Greydanus 2020), generated offline and cached; the embedded default"),
+    "mnist1d": DatasetSpec(lambda root, download, num_samples: load_mnist1d(root, num_samples), lambda root: True,
+                           False, "MNIST-1D (Greydanus 2020), generated offline and cached, any size "
+                           "(data.num_samples); the embedded default"),
     "mnist": DatasetSpec(*_vision("mnist"), False, "MNIST through torchvision (MNIST/raw under the data root)"),
     "fashion_mnist": DatasetSpec(*_vision("fashion_mnist"), False,
                                  "Fashion-MNIST through torchvision (FashionMNIST/raw)"),
@@ -86,6 +91,8 @@ def load_dataset(
     train_subset: int | None = None,
     augment: bool | None = None,
     download: bool = False,
+    num_samples: int | None = None,
+    normalize_on: str = "train",
 ) -> DataBundle:
     """Load ``name`` into a :class:`DataBundle` on ``device``.
 
@@ -98,14 +105,18 @@ def load_dataset(
        examples of the final train split (flipped examples that land in val stay noisy there too).
     3. ``val_fraction``: hold out ``round(val_fraction * |S|)`` examples of S as the validation split
        (0 gives an empty val split). The hold-out does not depend on ``label_noise``.
-    4. Normalise every split per channel with the final train split's mean and std.
+    4. Normalise every split per channel with the mean and std of the ``normalize_on`` split (``train``, or
+       ``val`` when the training split is a PAC-Bayes bound set: the predictor's preprocessing must not
+       depend on it).
+
+    ``num_samples`` generates a dataset of that many training examples (mnist1d only).
 
     ``augment=None`` means True for cifar10/cifar100 and False otherwise. ``download=True`` lets
     torchvision fetch missing files; otherwise missing files raise :class:`DatasetNotFoundError`.
     """
     key = _canonical(name)
     root_p = _root(root)
-    raw = DATASETS[key].load(root_p, download)
+    raw = DATASETS[key].load(root_p, download, num_samples)
     if augment is None:
         augment = DATASETS[key].augment
     if augment and raw.x_train.dim() != 4:
@@ -122,7 +133,11 @@ def load_dataset(
     x_train = _to_float(raw.x_train[s_idx[train_pos]], device)
     x_val = _to_float(raw.x_train[s_idx[val_pos]], device)
     x_test = _to_float(raw.x_test, device)
-    mean, std = channel_stats(x_train)
+    if normalize_on not in ("train", "val"):
+        raise ValueError(f"normalize_on must be 'train' or 'val', got {normalize_on!r}")
+    if normalize_on == "val" and len(val_pos) == 0:
+        raise ValueError("normalize_on='val' needs a validation split: val_fraction > 0")
+    mean, std = channel_stats(x_train if normalize_on == "train" else x_val)
     for x in (x_train, x_val, x_test):
         x.sub_(mean).div_(std)
 

@@ -1,8 +1,16 @@
-"""MNIST-1D (Greydanus 2020), generated offline and cached on disk.
+"""MNIST-1D (Greydanus 2020), generated offline and cached on disk, at its classic size or any larger one.
 
-The dataset is generated with ``mnist1d.data.make_dataset`` and the package's default arguments,
-including its data-generation seed 42, so it is "the" MNIST-1D dataset (4000 train / 1000 test,
-length 40) whatever the experiment seed. ``mnist1d.get_dataset`` is never called: it downloads.
+Classic (``num_samples=None``): ``mnist1d.data.make_dataset`` with the package's default arguments and its
+data-generation seed 42 — "the" MNIST-1D dataset (4000 train / 1000 test, length 40) whatever the
+experiment seed. ``mnist1d.get_dataset`` is never called: it downloads.
+
+Any size (``num_samples=N``): N training examples drawn from the same generator (the package's ``transform``
+of its templates, N/10 per class) with another generation seed (:data:`MNIST1D_LARGE_SEED`), so they are
+independent of the classic examples; the test split is always the classic 1000 test examples, fixed and
+disjoint from every training, prior or bound split whatever N. ``make_dataset`` standardises each
+generation with that generation's own mean and std; here every example is standardised with the *classic*
+generation's constants, so train and test share one preprocessing that depends on neither (the loader then
+standardises per channel with a reference split of its own).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,10 @@ import torch
 from lth_tune.data.raw import RawData
 
 MNIST1D_SEED = 42  # data-generation seed, independent of the experiment seed
+MNIST1D_LARGE_SEED = 4242  # generation seed of the training examples of a dataset of any size
+#: the largest generated training set (about 160 bytes per example in memory, plus generation time)
+MAX_SAMPLES = 2_000_000
+BYTES_PER_EXAMPLE = 40 * 4 + 8
 
 
 def _dataset_args() -> Any:
@@ -35,26 +48,81 @@ def _args_tag(args: Any) -> str:
     return f"{zlib.crc32(repr(items).encode()):08x}"
 
 
-def mnist1d_cache_path(root: str | os.PathLike[str]) -> Path:
-    """Where the generated dataset is cached: ``<root>/mnist1d/mnist1d_seed42_<args hash>.npz``."""
-    return Path(root) / "mnist1d" / f"mnist1d_seed{MNIST1D_SEED}_{_args_tag(_dataset_args())}.npz"
+def mnist1d_cache_path(root: str | os.PathLike[str], num_samples: int | None = None) -> Path:
+    """Where the generated dataset is cached: ``<root>/mnist1d/mnist1d_seed42_<args hash>.npz`` for the
+    classic dataset, ``mnist1d_n<N>_seed4242_<args hash>.npz`` for N training examples."""
+    tag = _args_tag(_dataset_args())
+    if num_samples is None:
+        return Path(root) / "mnist1d" / f"mnist1d_seed{MNIST1D_SEED}_{tag}.npz"
+    return Path(root) / "mnist1d" / f"mnist1d_n{num_samples}_seed{MNIST1D_LARGE_SEED}_{tag}.npz"
 
 
-def _generate(args: Any) -> dict[str, np.ndarray]:
-    from mnist1d.data import make_dataset
+def check_num_samples(num_samples: int | None) -> None:
+    """``num_samples`` must be a positive multiple of 10 (one tenth per class) and at most :data:`MAX_SAMPLES`."""
+    if num_samples is None:
+        return
+    if num_samples < 10 or num_samples % 10:
+        raise ValueError(f"num_samples must be a positive multiple of 10 (N/10 examples per class), got {num_samples}")
+    if num_samples > MAX_SAMPLES:
+        raise ValueError(f"num_samples={num_samples} exceeds {MAX_SAMPLES} (about "
+                         f"{num_samples * BYTES_PER_EXAMPLE / 2**30:.1f} GiB per copy in memory): lower it")
 
-    # make_dataset reseeds the global `random` and `numpy` generators: restore them afterwards.
+
+def _generate_raw(args: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``make_dataset``'s examples before its final standardisation (same draws, same order)."""
+    from mnist1d.data import get_templates, set_seed, transform
+
+    templates = get_templates()
+    set_seed(args.seed)
+    xs, ys = [], []
+    per_class = args.num_samples // len(templates["y"])
+    for label in range(len(templates["y"])):
+        for _ in range(per_class):
+            x, _t = transform(templates["x"][label], templates["t"], args)
+            xs.append(x)
+            ys.append(templates["y"][label])
+    shuffle = np.random.permutation(len(ys))
+    return np.stack(xs)[shuffle], np.stack(ys)[shuffle]
+
+
+def _restoring_global_rng(fn, *args):
+    """The generator reseeds the global ``random`` and ``numpy`` generators: restore them afterwards."""
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        data = make_dataset(args)
+        return fn(*args)
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+
+def _generate(args: Any) -> dict[str, np.ndarray]:
+    """The classic dataset: ``make_dataset``'s standardisation (its generation's mean/std) and split."""
+    xs, ys = _restoring_global_rng(_generate_raw, args)
+    mean, std = xs.mean(), xs.std()
+    xs = (xs - mean) / std
+    split = int(len(ys) * args.train_split)
     return {
-        "x": data["x"].astype(np.float32),
-        "y": data["y"].astype(np.int64),
-        "x_test": data["x_test"].astype(np.float32),
-        "y_test": data["y_test"].astype(np.int64),
+        "x": xs[:split].astype(np.float32),
+        "y": ys[:split].astype(np.int64),
+        "x_test": xs[split:].astype(np.float32),
+        "y_test": ys[split:].astype(np.int64),
+        "scale": np.array([mean, std], dtype=np.float64),
+    }
+
+
+def _generate_large(num_samples: int, classic: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``num_samples`` training examples from :data:`MNIST1D_LARGE_SEED`, standardised with the classic
+    generation's constants; the classic test split."""
+    args = _dataset_args()
+    args.seed = MNIST1D_LARGE_SEED
+    args.num_samples = num_samples
+    xs, ys = _restoring_global_rng(_generate_raw, args)
+    mean, std = classic["scale"]
+    return {
+        "x": ((xs - mean) / std).astype(np.float32),
+        "y": ys.astype(np.int64),
+        "x_test": classic["x_test"],
+        "y_test": classic["y_test"],
     }
 
 
@@ -72,15 +140,32 @@ def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
             tmp.unlink()
 
 
-def load_mnist1d(root: str | os.PathLike[str]) -> RawData:
-    """MNIST-1D as tensors with inputs shaped ``(N, 1, 40)``; generated on first use, then read from cache."""
-    path = mnist1d_cache_path(root)
+def _cached(path: Path, make, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     if path.exists():
-        with np.load(path) as f:
-            arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        try:
+            with np.load(path) as f:
+                if all(k in f for k in keys):
+                    return {k: f[k] for k in keys}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged cache file is regenerated (the generator is deterministic)
+    arrays = make()
+    _save_atomic(path, arrays)
+    return arrays
+
+
+def load_mnist1d(root: str | os.PathLike[str], num_samples: int | None = None) -> RawData:
+    """MNIST-1D as tensors with inputs shaped ``(N, 1, 40)``; generated on first use, then read from cache.
+
+    ``num_samples=None``: the classic 4000/1000 dataset; ``N``: N generated training examples and the
+    classic test split."""
+    check_num_samples(num_samples)
+    classic = _cached(mnist1d_cache_path(root), lambda: _generate(_dataset_args()),
+                      ("x", "y", "x_test", "y_test", "scale"))
+    if num_samples is None:
+        arrays = classic
     else:
-        arrays = _generate(_dataset_args())
-        _save_atomic(path, arrays)
+        arrays = _cached(mnist1d_cache_path(root, num_samples), lambda: _generate_large(num_samples, classic),
+                         ("x", "y", "x_test", "y_test"))
     return RawData(
         x_train=torch.from_numpy(arrays["x"]).unsqueeze(1),
         y_train=torch.from_numpy(arrays["y"]),

@@ -9,10 +9,12 @@ never touch pruned weights (paper 000 §3.2, §4.1 Measure 1, §4.2).
 * :func:`exact_hessian` / :func:`exact_trace_and_top_eig` -- dense reference for tiny nets.
 * :func:`loss_landscape_1d` / :func:`save_landscape` -- paper 000 Fig. 2.
 * :func:`expected_sharpness` -- paper 000 §4.2.
+* :func:`linear_path_errors` / :func:`error_barrier` -- linear mode connectivity (Frankle et al. 2020).
 * :func:`measure_flatness` -- all of the above as a flat dict of scalars for the IMP trainable.
 """
 
 from ._util import PerturbableParams, parameters_to_perturb
+from .connectivity import error_barrier, interpolate, linear_path_errors
 from .exact import exact_hessian, exact_trace_and_top_eig
 from .fast import (
                    HessianOperator,
@@ -36,14 +38,17 @@ __all__ = [
                    "PerturbableParams",
                    "SharpnessResult",
                    "check_piecewise_linear",
+                   "error_barrier",
                    "exact_hessian",
                    "exact_trace_and_top_eig",
                    "expected_sharpness",
                    "fast_trace_eigen",
                    "ggn_diagonal",
                    "ggn_trace",
+                   "interpolate",
                    "lanczos",
                    "lanczos_top_eig",
+                   "linear_path_errors",
                    "loss_landscape_1d",
                    "measure_flatness",
                    "parameters_to_perturb",

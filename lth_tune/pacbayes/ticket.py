@@ -55,6 +55,7 @@ with K = (declared search grid) × J (× levels).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -194,8 +195,61 @@ def posterior_kl(model: nn.Module, theta_init: Mapping[str, Tensor], sigma_q: Se
 # --------------------------------------------------------------------------- evaluation helpers
 
 
-def _errors(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-    """Number of misclassified examples (0–1 loss summed), as a float tensor."""
+class BatchNormStatistics:
+    """Recompute the BatchNorm running statistics of each sampled network on data disjoint from the bound set.
+
+    A network's BatchNorm statistics are part of the predictor. Statistics computed on the bound set S (the
+    ticket's own, from training) would make the predictor family depend on S through quantities the KL does
+    not pay for; recomputed on ``x`` (e.g. the validation split) for every network drawn from Q, each sampled
+    predictor depends on Q's draw and on data independent of S only. Statistics are cumulative averages
+    (momentum None) over ``x`` in batches of ``batch_size``; only BatchNorm layers switch to training mode.
+    Use as a context manager: the model's own statistics and momenta are restored afterwards.
+    """
+
+    def __init__(self, model: nn.Module, x: Tensor, batch_size: int = 512):
+        self.model, self.x, self.batch_size = model, x, batch_size
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                       and m.track_running_stats]
+
+    def __enter__(self):
+        self.saved = [({k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None}, m.momentum)
+                      for m in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        with torch.no_grad():
+            for m, (buffers, momentum) in zip(self.layers, self.saved):
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
+                m.momentum = momentum
+                m.eval()
+        return False
+
+    @torch.no_grad()
+    def __call__(self, params: dict[str, Tensor]) -> None:
+        """Set the BatchNorm statistics of the network with parameters ``params`` from ``x``."""
+        if not self.layers:
+            return
+        for m in self.layers:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for s in range(0, self.x.shape[0], self.batch_size):
+            functional_call(self.model, params, (self.x[s:s + self.batch_size],))
+        for m in self.layers:
+            m.eval()
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _errors(model: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor,
+            bn_stats: BatchNormStatistics | None = None) -> Tensor:
+    """Number of misclassified examples (0–1 loss summed), as a float tensor; ``bn_stats`` first sets the
+    network's BatchNorm statistics."""
+    if bn_stats is not None:
+        bn_stats(params)
     total = torch.zeros((), device=x.device)
     for s in range(0, x.shape[0], _EVAL_CHUNK):
         out = functional_call(model, params, (x[s:s + _EVAL_CHUNK],))
@@ -293,6 +347,7 @@ def bound_ticket(
     lr: float = ADAM_LR,
     space: PosteriorSpace | None = None,
     init_sigma_q: Sequence[Tensor] | None = None,
+    bn_stats: BatchNormStatistics | None = None,
 ) -> TicketBound:
     """Optimise σ_q for one formulation and prior σ_p on the bound set (x, y), then certify.
 
@@ -329,7 +384,7 @@ def bound_ticket(
             err = 0.0
             for eps in eps_crn:
                 noise = [s * e for s, e in zip(sigma_q, eps)]
-                err += float(_errors(model, space.overrides(formulation, noise), xs, ys))
+                err += float(_errors(model, space.overrides(formulation, noise), xs, ys, bn_stats))
             risk = min(max(err / (len(eps_crn) * xs.shape[0]), 0.0), 1.0)
             kl = float(space.kl(formulation, [s.double() for s in sigma_q], prior_sigma))
         if not math.isfinite(kl):
@@ -377,7 +432,7 @@ def bound_ticket(
 
     # certificate: fresh networks, whole bound set
     emp = gibbs_error(model, space, formulation, sigma_q, x, y, mc_samples,
-                      generator(seed, "mc", *tags, device=device))
+                      generator(seed, "mc", *tags, device=device), bn_stats)
     with torch.no_grad():
         kl64 = float(space.kl(formulation, [s.double() for s in sigma_q], prior_sigma))
     cert = certify(min(max(emp, 0.0), 1.0), mc_samples, kl64, n, delta=delta, delta_prime=delta_prime,
@@ -388,10 +443,10 @@ def bound_ticket(
 
 
 def gibbs_error(model: nn.Module, space: PosteriorSpace, formulation: str, sigma_q: Sequence[Tensor], x: Tensor,
-                y: Tensor, samples: int, gen: torch.Generator) -> float:
+                y: Tensor, samples: int, gen: torch.Generator, bn_stats: BatchNormStatistics | None = None) -> float:
     """Mean 0–1 error of ``samples`` networks drawn from Q on (x, y): the Gibbs classifier's error."""
     with torch.no_grad():
-        err = sum(float(_errors(model, space.overrides(formulation, _noise(space, sigma_q, gen)), x, y))
+        err = sum(float(_errors(model, space.overrides(formulation, _noise(space, sigma_q, gen)), x, y, bn_stats))
                   for _ in range(samples))
     return err / (samples * int(y.shape[0]))
 
@@ -410,11 +465,13 @@ def selection_key(cert: Certificate) -> tuple[float, float]:
 def certify_ticket(model: nn.Module, theta_init: Mapping[str, Tensor], x: Tensor, y: Tensor, *,
                    prior_sigmas: Sequence[float], delta: float, delta_prime: float, mc_samples: int,
                    steps: int, seed: int, batch_size: int = BATCH_SIZE, lr: float = ADAM_LR,
-                   test: tuple[Tensor, Tensor] | None = None) -> dict[str, float]:
+                   test: tuple[Tensor, Tensor] | None = None, bn_data: Tensor | None = None) -> dict[str, float]:
     """Spike-and-slab and Gaussian zero-mean PAC-Bayes certificates of a trained ticket (paper 000 §4.3).
 
     ``(x, y)`` is the bound set S (n = len(y)); ``prior_sigmas`` the declared σ_p grid (J values);
-    ``test`` (optional) the test set for the Gibbs predictor's test error.  The model's parameters,
+    ``test`` (optional) the test set for the Gibbs predictor's test error. A network with BatchNorm needs
+    ``bn_data``, inputs disjoint from S (e.g. the validation split): every sampled network's statistics are
+    recomputed on them (:class:`BatchNormStatistics`), so the certificate does not depend on statistics of S.  The model's parameters,
     buffers, ``weight`` attributes and per-module train/eval flags are unchanged afterwards.
 
     Flat metrics, ``<p>`` ∈ {``ss``, ``gauss``}, for the σ_p of the grid with the smallest
@@ -437,8 +494,12 @@ def certify_ticket(model: nn.Module, theta_init: Mapping[str, Tensor], x: Tensor
     if not sigmas or len(set(sigmas)) != len(sigmas):
         raise ValueError(f"prior sigmas must be a non-empty list of distinct values, got {sigmas}")
     J = len(sigmas)
+    if has_batchnorm(model) and (bn_data is None or len(bn_data) == 0):
+        raise ValueError("the ticket has BatchNorm layers: pass bn_data (inputs disjoint from the bound set) so "
+                         "that every sampled network's statistics are recomputed without the bound set")
     out: dict[str, float] = {}
-    with preserved_weight_attributes(model), eval_mode(model):
+    bn = BatchNormStatistics(model, bn_data) if has_batchnorm(model) else None
+    with preserved_weight_attributes(model), eval_mode(model), (bn or contextlib.nullcontext()):
         space = PosteriorSpace.from_model(model, theta_init)
         for formulation, prefix in PREFIXES.items():
             results: list[TicketBound] = []
@@ -449,7 +510,7 @@ def certify_ticket(model: nn.Module, theta_init: Mapping[str, Tensor], x: Tensor
                 r = bound_ticket(model, theta_init, x, y, formulation=formulation, prior_sigma=sp,
                                  delta=delta, delta_prime=delta_prime, mc_samples=mc_samples,
                                  steps=steps, grid_size=J, seed=seed, batch_size=batch_size, lr=lr,
-                                 space=space, init_sigma_q=init)
+                                 space=space, init_sigma_q=init, bn_stats=bn)
                 results.append(r)
                 warm = r
                 c = r.certificate
@@ -467,7 +528,7 @@ def certify_ticket(model: nn.Module, theta_init: Mapping[str, Tensor], x: Tensor
             if test is not None and len(test[1]) > 0:
                 out[f"{prefix}_gibbs_test_error"] = gibbs_error(
                     model, space, formulation, results[best_j].sigma_q, test[0], test[1], mc_samples,
-                    generator(seed, "test", formulation, device=space.device))
+                    generator(seed, "test", formulation, device=space.device), bn)
     out["bound_prior_density"] = space.density
     out["bound_num_prior_sigmas"] = float(J)
     out["bound_time_s"] = time.perf_counter() - start

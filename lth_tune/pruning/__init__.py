@@ -10,7 +10,7 @@ See docs/architecture.md. Typical IMP level (Frankle & Carbin 2019; Frankle et a
         rewind(model, init)
 """
 
-from .criteria import CRITERIA, STRATEGIES, keep_scores, prune_step
+from .criteria import CRITERIA, STRATEGIES, keep_scores, prune_step, random_masks_like
 from .masks import (
     TrainableParameter,
     apply_mask_to_weights,
@@ -48,6 +48,7 @@ __all__ = [
     "parameter_attribute",
     "preserved_weight_attributes",
     "prune_step",
+    "random_masks_like",
     "refresh_all",
     "rewind",
     "set_weights",

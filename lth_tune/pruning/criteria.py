@@ -101,3 +101,18 @@ def prune_step(
                 m.weight_mask.copy_(flat_mask.view(m.weight_mask.shape))
     for m in layers:
         refresh(m)
+
+
+def random_masks_like(masks: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Uniformly random bool masks with exactly the per-layer kept counts of ``masks`` (the ``random_prune``
+    control of Frankle & Carbin 2019 / OpenLTH's ``randomly_prune`` branch: same layer-wise sparsity, random
+    positions). Draws one permutation per layer, in the order of ``masks``, from ``generator`` (CPU)."""
+    out = {}
+    for name, m in masks.items():
+        flat = m.reshape(-1) != 0
+        kept = int(flat.sum())
+        order = torch.randperm(flat.numel(), generator=generator)
+        new = torch.zeros(flat.numel(), dtype=torch.bool)
+        new[order[:kept]] = True
+        out[name] = new.view(m.shape).to(m.device)
+    return out

@@ -37,9 +37,11 @@ def flatness_metrics(model: nn.Module, data: DataBundle, cfg: FlatnessConfig, *,
 def ticket_bound_metrics(model: nn.Module, theta_init: dict[str, torch.Tensor], data: DataBundle,
                          cfg: BoundConfig, *, seed: int) -> dict[str, float]:
     """Spike-and-slab and Gaussian certificates of the ticket (paper 000 §4.3) on the bound set S = the
-    training split: :func:`lth_tune.pacbayes.certify_ticket` with every field of ``cfg``."""
+    training split: :func:`lth_tune.pacbayes.certify_ticket` with every field of ``cfg``. BatchNorm statistics
+    of the sampled networks come from the validation split (disjoint from S), as do the input statistics
+    (``ExperimentConfig.normalization_split``)."""
     return certify_ticket(
         model, theta_init, data.train.x, data.train.y, prior_sigmas=cfg.sigma_grid(), delta=cfg.delta,
         delta_prime=cfg.delta_prime, mc_samples=cfg.mc_samples, steps=cfg.steps, batch_size=cfg.batch_size,
-        lr=cfg.lr, seed=seed, test=(data.test.x, data.test.y),
+        lr=cfg.lr, seed=seed, test=(data.test.x, data.test.y), bn_data=data.val.x,
     )

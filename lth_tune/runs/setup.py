@@ -39,11 +39,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_experiment_data(cfg: ExperimentConfig, device: torch.device | str) -> DataBundle:
-    """The experiment's dataset on ``device``: splits, label noise and subsets fixed by ``cfg.seed``."""
+    """The experiment's dataset on ``device``: splits, label noise and subsets fixed by ``cfg.seed``; inputs
+    standardised with the statistics of ``cfg.normalization_split`` (never a certificate's bound set)."""
     d = cfg.data
     return load_dataset(
         d.dataset, root=d.root, download=d.download, val_fraction=d.val_fraction, label_noise=d.label_noise,
-        seed=cfg.seed, device=device, train_subset=d.train_subset, augment=d.augment,
+        seed=cfg.seed, device=device, train_subset=d.train_subset, augment=d.augment, num_samples=d.num_samples,
+        normalize_on=cfg.normalization_split,
     )
 
 

@@ -1,7 +1,8 @@
 """The experiment's results table: one row per trial per level, written as results arrive.
 
 ``ResultsTable`` is a Tune callback on the driver. It rewrites ``results.csv`` atomically after every
-reported level, keyed by (trial_id, level) so a trial restored from a checkpoint never produces
+reported step, keyed by (trial_id, level, branch) — branch ``ticket`` for IMP levels and PBP stages,
+``reinit``/``random_prune`` for lottery-ticket controls — so a trial restored from a checkpoint never produces
 duplicated rows, and it starts from the rows already on disk so a resumed experiment keeps everything
 computed before the interruption.
 
@@ -60,11 +61,27 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: the branch of an IMP level or PBP stage (controls have their own)
+TICKET = "ticket"
+ROW_KEY = ["trial_id", "level", "branch"]
+
+
+def with_branch(df: pd.DataFrame) -> pd.DataFrame:
+    """Tables written before controls existed have no ``branch`` column: every row is a ticket row."""
+    if "branch" not in df:
+        df = df.assign(branch=TICKET)
+    else:
+        df = df.assign(branch=df["branch"].fillna(TICKET))
+    return df
+
+
 def order_rows(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
-    df = df.drop_duplicates(subset=["trial_id", "level"], keep="last")
-    return df.sort_values(["trial_id", "level"]).reset_index(drop=True)
+    df = with_branch(df).drop_duplicates(subset=ROW_KEY, keep="last")
+    rank = (df["branch"] == TICKET).astype(int)  # a level's controls first, as they run
+    return (df.assign(_rank=rank).sort_values(["trial_id", "level", "_rank", "branch"])
+            .drop(columns="_rank").reset_index(drop=True))
 
 
 class ResultsTable(tune.Callback):
@@ -88,15 +105,15 @@ class ResultsTable(tune.Callback):
 
     def _load(self) -> None:
         """Start from what is on disk, so a resumed experiment keeps its earlier rows."""
-        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        self.rows: dict[tuple[str, int, str], dict[str, Any]] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self._diverged: dict[str, str] = {}
         self._uploaded = -math.inf
         self._checked_restored = False
         path = self.dir / RESULTS_FILE
         if path.is_file():
-            for row in pd.read_csv(path).to_dict("records"):
-                self.rows[(row["trial_id"], int(row["level"]))] = row
+            for row in with_branch(pd.read_csv(path)).to_dict("records"):
+                self.rows[(row["trial_id"], int(row["level"]), row["branch"])] = row
         if (self.dir / TRIALS_FILE).is_file():
             for row in pd.read_csv(self.dir / TRIALS_FILE, keep_default_na=False).to_dict("records"):
                 self.status[row["trial_id"]] = row
@@ -111,7 +128,7 @@ class ResultsTable(tune.Callback):
             return
         self._checked_restored = True
         known = {t.trial_id for t in trials}
-        ghosts = ({tid for tid, _ in self.rows} | set(self.status)) - known
+        ghosts = ({key[0] for key in self.rows} | set(self.status)) - known
         if ghosts:
             self.rows = {k: v for k, v in self.rows.items() if k[0] not in ghosts}
             self.status = {k: v for k, v in self.status.items() if k not in ghosts}
@@ -124,9 +141,11 @@ class ResultsTable(tune.Callback):
             self._diverged[trial.trial_id] = f"DivergedError at level {int(result['level'])}: {result[DIVERGED]}"
             return
         row = result_row(trial.trial_id, str(trial), trial.config, result)
-        self.rows[(trial.trial_id, int(result["level"]))] = row
+        row.setdefault("branch", TICKET)
+        self.rows[(trial.trial_id, int(result["level"]), row["branch"])] = row
+        done = sum(1 for key in self.rows if key[0] == trial.trial_id and key[2] == TICKET)
         self.status[trial.trial_id] = {"trial_id": trial.trial_id, "trial_name": str(trial),
-                                       "status": "RUNNING", "levels": int(result["level"]) + 1, "error": ""}
+                                       "status": "RUNNING", "levels": done, "error": ""}
         self.flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -214,6 +233,8 @@ def summary(df: pd.DataFrame, metric: str, mode: str, search_keys: list[str]) ->
     and a table of test accuracy vs density per configuration."""
     if df.empty:
         return "no results"
+    df = with_branch(df)
+    df = df[df["branch"] == TICKET]
     keys = [k for k in search_keys if k != "seed" and f"config/{k}" in df]
     cols = [f"config/{k}" for k in keys]
     seeds = "seed" in search_keys

@@ -90,3 +90,63 @@ def test_names_roots_and_availability(
     assert dataset_available("MNIST1D", mnist1d_root)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("imagenet", root=tmp_path)
+
+
+# ------------------------------------------------------------------------------ any size (data.num_samples)
+
+
+def test_the_classic_generation_is_make_dataset(mnist1d_root: Path) -> None:
+    """Generating without make_dataset's final standardisation and applying it here gives its exact output."""
+    from mnist1d.data import make_dataset
+
+    ref = make_dataset(m1d._dataset_args())
+    ours = m1d.load_mnist1d(mnist1d_root)
+    assert np.array_equal(ours.x_train.squeeze(1).numpy(), ref["x"].astype(np.float32))
+    assert np.array_equal(ours.x_test.squeeze(1).numpy(), ref["x_test"].astype(np.float32))
+    assert np.array_equal(ours.y_train.numpy(), ref["y"])
+
+
+def test_any_size_keeps_the_classic_test_split(mnist1d_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    classic = m1d.load_mnist1d(mnist1d_root)
+    big = m1d.load_mnist1d(mnist1d_root, num_samples=300)
+    assert big.x_train.shape == (300, 1, 40) and torch.bincount(big.y_train).tolist() == [30] * 10
+    assert torch.equal(big.x_test, classic.x_test) and torch.equal(big.y_test, classic.y_test)
+    # independent draws: no generated example equals a classic one (train or test)
+    known = torch.cat([classic.x_train, classic.x_test]).flatten(1)
+    assert torch.cdist(big.x_train.flatten(1), known).min() > 1e-3
+    # the same preprocessing as the classic examples: comparable scale
+    assert abs(big.x_train.mean().item() - classic.x_train.mean().item()) < 0.1
+    # cached, keyed by the size: a second load does not generate
+    assert m1d.mnist1d_cache_path(mnist1d_root, 300).is_file()
+    monkeypatch.setattr(m1d, "_generate_raw", lambda args: pytest.fail("regenerated a cached size"))
+    again = m1d.load_mnist1d(mnist1d_root, num_samples=300)
+    assert torch.equal(again.x_train, big.x_train)
+    b = load_dataset("mnist1d", root=mnist1d_root, num_samples=300, val_fraction=0.2)
+    assert (len(b.train), len(b.val), len(b.test)) == (240, 60, 1000)
+
+
+def test_a_damaged_cache_file_is_regenerated(mnist1d_root: Path) -> None:
+    path = m1d.mnist1d_cache_path(mnist1d_root, 100)
+    first = m1d.load_mnist1d(mnist1d_root, num_samples=100)
+    path.write_bytes(b"not an npz file")
+    assert torch.equal(m1d.load_mnist1d(mnist1d_root, num_samples=100).x_train, first.x_train)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"num_samples": 105}, "multiple of 10"),
+    ({"num_samples": 3_000_000}, "exceeds 2000000"),
+    ({"dataset": "cifar10", "num_samples": 1000}, "cifar10 has a fixed size"),
+    ({"normalize_on": "val", "val_fraction": 0.0}, "needs a validation split"),
+])
+def test_size_and_normalisation_are_validated(data, message) -> None:
+    from lth_tune.config import StudyError, study_from_dict
+
+    with pytest.raises(StudyError, match=message) as err:
+        study_from_dict({"name": "x", "experiment": {"data": data}})
+    assert "experiment.data" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_inputs_standardised_with_the_validation_split(mnist1d_root: Path) -> None:
+    b = load_dataset("mnist1d", root=mnist1d_root, val_fraction=0.2, normalize_on="val")
+    assert abs(b.val.x.mean().item()) < 1e-5 and b.val.x.std(correction=0).item() == pytest.approx(1, abs=1e-4)
+    assert abs(b.train.x.mean().item()) > 1e-4  # the bound set's statistics were not used

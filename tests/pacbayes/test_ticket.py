@@ -233,3 +233,46 @@ def test_rejects_missing_theta_init(ticket):
     bad = {k: v for k, v in theta_init.items() if not k.endswith("bias")}
     with pytest.raises(KeyError, match="theta_init"):
         _certify(model, bad, data, seed=0, steps=0)
+
+
+# ------------------------------------------------------------------------------ BatchNorm tickets
+
+
+@pytest.fixture(scope="module")
+def bn_ticket():
+    """A 50%-sparse MLP with BatchNorm (8 → 12 → BN → 3) whose running statistics came from 'training' on S."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 12), torch.nn.BatchNorm1d(12),
+                                torch.nn.ReLU(), torch.nn.Linear(12, 3))
+    attach_masks(model)
+    theta_init = {t.name: t.param.detach().clone() for t in trainable_parameters(model)}
+    prune_step(model, 0.5, criterion="random", generator=torch.Generator().manual_seed(1))
+    data = _bundle()
+    model.train()
+    with torch.no_grad():
+        model(data.train.x)  # statistics of the bound set S, as training leaves them
+    model.eval()
+    return model, theta_init, data
+
+
+def test_batchnorm_certificate_does_not_depend_on_the_bound_sets_statistics(bn_ticket):
+    model, theta_init, data = bn_ticket
+    with pytest.raises(ValueError, match="BatchNorm"):
+        _certify(model, theta_init, data, seed=1, steps=0)
+    bn = model[2]
+    own = (bn.running_mean.clone(), bn.running_var.clone())
+    first = _certify(model, theta_init, data, seed=1, steps=3, bn_data=data.val.x)
+    assert torch.equal(bn.running_mean, own[0]) and torch.equal(bn.running_var, own[1])  # restored
+    # statistics as if the bound set had been different: the certificate is the same, to the last bit
+    with torch.no_grad():
+        bn.running_mean.add_(torch.randn(12))
+        bn.running_var.mul_(3.0)
+    second = _certify(model, theta_init, data, seed=1, steps=3, bn_data=data.val.x)
+    first.pop("bound_time_s"), second.pop("bound_time_s")
+    assert first == second
+    # ... while the data the statistics are recomputed on does matter (they are really recomputed)
+    other = _certify(model, theta_init, data, seed=1, steps=3, bn_data=data.test.x)
+    assert other["ss_emp_risk_mc"] != first["ss_emp_risk_mc"] or other["ss_bound"] != first["ss_bound"]
+    with torch.no_grad():
+        bn.running_mean.copy_(own[0])
+        bn.running_var.copy_(own[1])

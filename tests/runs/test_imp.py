@@ -122,3 +122,108 @@ def test_rewind_iteration_beyond_one_level_is_refused_before_training(data_root)
     with pytest.raises(ValueError, match="rewind_iteration=17 exceeds the 16 iterations"):
         IMPRun(config(data_root, **{"pruning.rewind_iteration": 17}), device="cpu")
     IMPRun(config(data_root, **{"pruning.rewind_iteration": 16}), device="cpu").next_level()
+
+
+# ---------------------------------------------------------------------------------------- controls
+
+
+def _layer_counts(mask_dict):
+    return {n: int(m.sum()) for n, m in mask_dict.items()}
+
+
+def test_controls_run_before_their_level_with_the_tickets_mask_and_density(data_root, monkeypatch):
+    cfg = config(data_root, **{"controls.kinds": ["reinit", "random_prune"], "controls.levels": [2, 3]})
+    run = IMPRun(cfg, device="cpu")
+    assert run.plan == [(0, "ticket"), (1, "ticket"), (2, "reinit"), (2, "random_prune"), (2, "ticket"),
+                        (3, "reinit"), (3, "random_prune"), (3, "ticket")]
+    trained = {}  # the mask and first weights each training starts from, by branch and level
+    real_train = IMPRun._train
+
+    def spy(self, model, theta_init, level, tag="ticket"):
+        from lth_tune.pruning import mask_state, trainable_parameters
+
+        first = trainable_parameters(model)[0].param.detach().clone()
+        trained[(tag, level)] = (mask_state(model), first, {k: v.clone() for k, v in theta_init.items()})
+        return real_train(self, model, theta_init, level, tag)
+
+    monkeypatch.setattr(IMPRun, "_train", spy)
+    hist = run.run()
+    assert [(h["level"], h["branch"]) for h in hist] == run.plan
+    ticket_init = run.theta_init[next(iter(run.theta_init))]
+    for level in (2, 3):
+        ticket_mask, ticket_w, _ = trained[("ticket", level)]
+        reinit_mask, reinit_w, reinit_theta0 = trained[("reinit", level)]
+        rand_mask, rand_w, rand_theta0 = trained[("random_prune", level)]
+        # reinit: exactly the ticket's mask, on weights that are not the ticket's initialisation
+        assert all(torch.equal(reinit_mask[n], ticket_mask[n]) for n in ticket_mask)
+        assert not torch.equal(reinit_w, ticket_init)
+        # its l2_init reference is its own initialisation
+        assert torch.equal(next(iter(reinit_theta0.values())), reinit_w)
+        # random_prune: the same per-layer counts, other positions, from the ticket's rewind point (θ_init)
+        assert _layer_counts(rand_mask) == _layer_counts(ticket_mask)
+        assert any(not torch.equal(rand_mask[n], ticket_mask[n]) for n in ticket_mask)
+        assert torch.equal(rand_w, ticket_w) and torch.equal(ticket_w, ticket_init)
+        assert torch.equal(next(iter(rand_theta0.values())), ticket_init)
+    # every row at a level reports the same density; the controls' gap is relative to the dense ticket
+    for h in hist:
+        same = [g for g in hist if g["level"] == h["level"]]
+        assert all(g["density"] == pytest.approx(h["density"]) for g in same)
+        assert h["test_acc_gap"] == pytest.approx(hist[0]["test_acc"] - h["test_acc"])
+
+
+def test_controls_leave_the_ticket_unchanged(data_root):
+    plain = IMPRun(config(data_root), device="cpu").run()
+    with_controls = IMPRun(config(data_root, **{"controls.kinds": ["reinit", "random_prune"],
+                                                "controls.levels": "all"}), device="cpu").run()
+
+    def tickets(hist):
+        return [{k: v for k, v in h.items() if k != "time_s"} for h in hist if h["branch"] == "ticket"]
+
+    assert tickets(with_controls) == tickets(plain)
+
+
+def test_resume_between_a_control_and_its_ticket_is_bit_exact(data_root):
+    cfg = config(data_root, **{"controls.kinds": ["random_prune", "reinit"], "controls.levels": "last",
+                               "train.optimizer": "nvrm", "train.nvrm_b": 0.01})
+    full = IMPRun(cfg, device="cpu").run()
+    first = IMPRun(cfg, device="cpu")
+    for _ in range(4):  # levels 0-2 and the random_prune control of level 3
+        first.step()
+    assert first.history[-1]["branch"] == "random_prune"
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = IMPRun(cfg, device="cpu")
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    rest = resumed.run()
+    strip = lambda hist: [{k: v for k, v in h.items() if k != "time_s"} for h in hist]
+    assert strip(rest) == strip(full)
+
+
+def test_control_levels_exclude_the_dense_level():
+    with pytest.raises(ValueError, match="controls.levels must be ≥ 1"):
+        ExperimentConfig.model_validate({"controls": {"kinds": ["reinit"], "levels": [0, 2]}})
+
+
+# ---------------------------------------------------------------------------------------- instability
+
+
+def test_instability_reports_barriers_from_a_second_copy(data_root):
+    import json
+
+    cfg = config(data_root, **{"instability.levels": [0, 3], "instability.points": 5})
+    hist = IMPRun(cfg, device="cpu").run()
+    for h in hist:
+        if h["level"] in (0, 3):
+            between, path = json.loads(h["instability_errors"]), json.loads(h["init_path_errors"])
+            assert len(between) == len(path) == 5
+            # endpoints: the ticket's own test error at α = 0 (between copies) and α = 1 (from its start)
+            assert between[0] == pytest.approx(1 - h["test_acc"]) and path[-1] == pytest.approx(1 - h["test_acc"])
+            assert h["instability_barrier"] == pytest.approx(max(between) - (between[0] + between[-1]) / 2)
+            assert h["instability_barrier"] >= 0  # the maximum is at least the mean of the endpoints
+            assert h["instability_distance"] > 0  # another data order moved the second copy elsewhere
+        else:
+            assert "instability_barrier" not in h
+    # the ticket itself is unchanged by the measurement
+    plain = IMPRun(config(data_root), device="cpu").run()
+    assert [h["test_acc"] for h in hist] == [h["test_acc"] for h in plain]

@@ -15,14 +15,14 @@ SUBSET = 600
 ALPHA = 0.4
 
 
-def make_cfg(root, **pbp):
+def make_cfg(root, val_fraction=0.0, **pbp):
     base = {"alpha": ALPHA, "sparsity": 0.75, "prior_epochs": 2, "finetune_epochs": 1, "posterior_epochs": 2,
             "prior_lr": 0.05, "posterior_lr": 0.01, "prior_var": math.exp(-7), "mc_samples": 20,
             "eval_samples": 2}
     base.update(pbp)
     return ExperimentConfig.model_validate({
         "kind": "pbp", "seed": 2, "device": "cpu",
-        "data": {"dataset": "mnist1d", "root": root, "train_subset": SUBSET, "val_fraction": 0.0},
+        "data": {"dataset": "mnist1d", "root": root, "train_subset": SUBSET, "val_fraction": val_fraction},
         "model": {"name": "mlp", "widths": [32]},   # D = 40·32 + 32·10 = 1600 prunable weights
         "train": {"batch_size": 64},
         "pbp": base,
@@ -138,14 +138,22 @@ def test_pft_mask_density_is_one_minus_s_and_baseline_alongside(root, data):
     assert "bound" not in last
 
 
-def test_random_criterion_and_alpha_zero_prior(root, data):
-    # α = 0: a data-independent prior (stages 1–2 see no data), n = |S|
-    run = PBPRun(make_cfg(root, alpha=0.0, init_criterion="random", posterior_epochs=1), device="cpu", data=data)
+def test_random_criterion_and_alpha_zero_prior(root):
+    # α = 0: a data-independent prior (stages 1–2 see no data), n = |S|; the input statistics come from the
+    # validation split, never from the bound set S
+    with pytest.raises(ValueError, match="val_fraction"):
+        make_cfg(root, alpha=0.0)
+    cfg = make_cfg(root, val_fraction=0.2, alpha=0.0, init_criterion="random", posterior_epochs=1)
+    assert cfg.normalization_split == "val"
+    run = PBPRun(cfg, device="cpu")
+    n = round(0.8 * SUBSET)
+    assert torch.allclose(run.data.val.x.mean(), torch.zeros(1), atol=1e-5)  # standardised with val's statistics
+    assert not torch.allclose(run.data.train.x.mean(), torch.zeros(1), atol=1e-5)
     hist = run.run()
-    assert run.n_bound == SUBSET and hist[2]["cert_n"] == SUBSET
+    assert run.n_bound == n and hist[2]["cert_n"] == n
     assert math.isfinite(hist[2]["bound"])
     with pytest.raises(ValueError, match="snip"):
-        PBPRun(make_cfg(root, alpha=0.0, init_criterion="snip"), device="cpu", data=data).run()
+        PBPRun(make_cfg(root, val_fraction=0.2, alpha=0.0, init_criterion="snip"), device="cpu").run()
 
 
 def test_stage_milestones():

@@ -13,7 +13,7 @@ L2_GRID = {"train.lr": {"choice": [0.01, 0.1]}, "regularizer.lam": {"choice": [0
 
 
 def write_study(tmp_path: Path, data_root: str, name: str, *, space=None, levels: int = 2, epochs: int = 1,
-                search=None, train=None, resources=None) -> Path:
+                search=None, train=None, resources=None, experiment=None) -> Path:
     study = {
         "name": name,
         "experiment": {
@@ -23,6 +23,7 @@ def write_study(tmp_path: Path, data_root: str, name: str, *, space=None, levels
             "train": {"epochs": epochs, "lr": 0.05, "batch_size": 64, **(train or {})},
             "regularizer": {"kind": "l2_init"},
             "pruning": {"levels": levels},
+            **(experiment or {}),
         },
         "search": {"sampler": "grid", "seed": 0, "max_concurrent": 2, "max_failures": 2,
                    "space": space or L2_GRID, **(search or {})},
@@ -42,8 +43,12 @@ def assert_each_trial_matches_uninterrupted_run(df: pd.DataFrame, study_path: Pa
         params = {k: rows[f"config/{k}"].iloc[0] for k in keys}
         key = tuple(params.values())
         if key not in refs:
-            refs[key] = pd.DataFrame(IMPRun(study.experiment.with_params(params), device="cpu").run())
-        rows = rows.sort_values("level").reset_index(drop=True)
+            ref = pd.DataFrame(IMPRun(study.experiment.with_params(params), device="cpu").run())
+            refs[key] = ref.sort_values(["level", "branch"]).reset_index(drop=True)
+        if "branch" not in rows:
+            rows = rows.assign(branch="ticket")
+        rows = rows.sort_values(["level", "branch"]).reset_index(drop=True)
         assert len(rows) == len(refs[key])
+        assert list(rows["branch"]) == list(refs[key]["branch"])
         for col in COMPARED:
             pd.testing.assert_series_equal(rows[col], refs[key][col], check_names=False, rtol=1e-6)

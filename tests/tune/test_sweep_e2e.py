@@ -60,6 +60,28 @@ def test_sweep_writes_results_tensorboard_and_summary(tmp_path, data_root, capsy
     assert_each_trial_matches_uninterrupted_run(df, path, KEYS)
 
 
+def test_controls_and_instability_through_tune_and_analyze(tmp_path, data_root, capsys):
+    """Controls are Tune iterations of their own (rows told apart by branch), equal to an in-process run, and
+    `analyze` turns them into winning-ticket verdicts."""
+    torch.set_num_threads(1)
+    path = write_study(tmp_path, data_root, "controls", levels=2,
+                       space={"train.lr": {"choice": [0.02, 0.2]}, "seed": {"choice": [0, 1]}},
+                       experiment={"controls": {"kinds": ["reinit", "random_prune"], "levels": "last"},
+                                   "instability": {"levels": "last", "points": 3}})
+    assert main(["sweep", str(path), "-v", "0"]) == 0
+    exp = tmp_path / "results" / "controls"
+    df = pd.read_csv(exp / "results.csv")
+    assert len(df) == 4 * 5 and not df.duplicated(["trial_id", "level", "branch"]).any()
+    assert sorted(df.loc[df["level"] == 2, "branch"].unique()) == ["random_prune", "reinit", "ticket"]
+    last = df[(df["level"] == 2) & (df["branch"] == "ticket")]
+    assert last["instability_barrier"].notna().all() and (last["instability_barrier"] >= 0).all()
+    assert (pd.read_csv(exp / "trials.csv")["levels"] == 3).all()  # ticket levels, controls not counted
+    assert_each_trial_matches_uninterrupted_run(df, path, ["train.lr", "seed"])
+    text = (exp / "analysis" / "tickets.md").read_text()
+    assert "lr=0.02" in text and "lr=0.2" in text and "reinit" in text
+    assert (exp / "analysis" / "tickets_vs_controls.png").stat().st_size > 5000
+
+
 def test_sweep_refuses_to_overwrite_and_bad_input_exits_2(tmp_path, data_root, capsys):
     path = make_study(tmp_path, data_root)
     (tmp_path / "results" / "e2e").mkdir(parents=True)
