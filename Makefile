@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup sweep test bench lint clean
+.PHONY: setup sweep test bench lint lock-check clean
 
-$(BIN)/.installed: pyproject.toml
+# constraints.txt is the lock: the exact versions the tests pass with (made on Python 3.11)
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "constraints.txt is locked on Python >= 3.11: make PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -21,6 +23,10 @@ test: setup         ## the whole test suite (unit + end-to-end through real Ray 
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+lock-check: setup   ## the lock resolves for every install; .venv, pyproject.toml and cluster*.yaml agree with it
+	$(BIN)/python .ci/lock.py check
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_lock.py tests/tune/test_cluster_config.py
 
 lint: setup
 	$(BIN)/ruff check lth_tune analysis bench tests

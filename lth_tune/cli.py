@@ -24,8 +24,24 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                    help="override any key, e.g. --set experiment.train.epochs=2 (repeatable)")
 
 
+class _PrintVersions(argparse.Action):
+    """``--version``: lth-tune, Ray, Optuna, torch, torchvision, PyHessian and Python, one per line."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from lth_tune.versions import versions
+
+        for name, version in versions().items():
+            print(f"{name} {version}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lth-tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_PrintVersions,
+                        help="print the versions of lth-tune, Ray, Optuna, torch, torchvision, PyHessian, Python")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a study file (and overrides) without running anything")

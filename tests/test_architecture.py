@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {
     "lth_tune.seeding": 0,
     "lth_tune.stats": 0,
+    "lth_tune.versions": 0,
     "lth_tune.data": 1,
     "lth_tune.models": 1,
     "lth_tune.pruning": 2,

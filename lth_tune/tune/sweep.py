@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
-from ray.tune.search.optuna import OptunaSearch
 
 from lth_tune.config import StudyConfig, StudyError
 from lth_tune.tune.results import OPTUNA_DB
+from lth_tune.tune.searcher import DurableOptunaSearch  # also the name older tuner.pkl files refer to
+from lth_tune.versions import version_differences, versions
 
 STUDY_FILE = "study.json"
 _SCALARS = (bool, int, float, str, type(None))
@@ -54,8 +55,12 @@ def prepare_data(study: StudyConfig) -> None:
     from lth_tune.data import DatasetNotFoundError, dataset_available, load_dataset
 
     d = study.experiment.data
-    if d.dataset == "mnist1d":
-        load_dataset("mnist1d", root=d.root, val_fraction=0.0, device="cpu")
+    if d.dataset == "mnist1d":  # every size the grid declares, generated once before the trials read the cache
+        sizes = study.search.grid().get("data.num_samples", [d.num_samples])
+        for size in sizes:
+            if size is not None and size >= 100_000:
+                print(f"generating MNIST-1D with {size} training examples (once; cached under the data root)")
+            load_dataset("mnist1d", root=d.root, val_fraction=0.0, device="cpu", num_samples=size)
         return
     if dataset_available(d.dataset, d.root):
         return
@@ -92,61 +97,6 @@ def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GridSampler(grid, seed=s.seed)
 
 
-class DurableOptunaSearch(OptunaSearch):
-    """OptunaSearch over a finite grid that does not re-run grid points and whose restore tidies an RDB study.
-
-    *Repeats.* TPE and random sampling on a categorical grid re-suggest points already tried. Following
-    Optuna's advice for duplicates, a repeat is told to the sampler with the known value (FAIL while the
-    first run is still going) and the sampler is asked again, until an untried point comes up or the grid
-    is exhausted (then a repeat runs).
-
-    *Durability* (``search.storage``). Tune saves the searcher (sampler state included) with its trial
-    list, so after a driver crash both resume from the same moment. The database may be ahead: trials asked
-    for after that moment stay RUNNING there for ever. They are marked FAIL on restore; Tune asks again.
-    """
-
-    MAX_ASKS = 50
-
-    def suggest(self, trial_id: str):
-        tried = self.__dict__.setdefault("_tried", {})  # grid point -> value (None while running)
-        for _ in range(self.MAX_ASKS - 1):
-            config = super().suggest(trial_id)
-            if not isinstance(config, dict) or len(tried) >= self._grid_size():
-                break
-            key = _grid_point(self._ot_trials[trial_id].params)
-            if key not in tried:
-                tried[key] = None
-                return config
-            repeat = self._ot_trials.pop(trial_id)
-            value = tried[key]
-            state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
-            self._ot_study.tell(repeat, value, state=state)
-        return super().suggest(trial_id)
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        ot_trial = self._ot_trials.get(trial_id)
-        value = (result or {}).get(self._metric) if not error else None
-        if ot_trial is not None and isinstance(value, (int, float)) and math.isfinite(value):
-            self.__dict__.setdefault("_tried", {})[_grid_point(ot_trial.params)] = float(value)
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-    def _grid_size(self) -> int:
-        return math.prod(len(d.choices) for d in self._space.values()) if isinstance(self._space, dict) else 0
-
-    def restore(self, checkpoint_path: str):
-        super().restore(checkpoint_path)
-        if self._storage is None or self._ot_study is None:
-            return
-        known = {t._trial_id for t in self._ot_trials.values()}
-        for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if t._trial_id not in known:
-                self._ot_study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-
-
-def _grid_point(params: dict[str, Any]) -> tuple:
-    return tuple(sorted(params.items()))
-
-
 def optuna_storage_url(study: StudyConfig, exp_dir: Path) -> str | None:
     """``search.storage``: None (in memory), 'sqlite' (a file in the experiment directory) or a SQLAlchemy URL."""
     url = study.search.storage
@@ -164,8 +114,8 @@ def make_searcher(study: StudyConfig, exp_dir: Path | None = None):
     if url:
         storage = optuna.storages.RDBStorage(url)
     searcher = DurableOptunaSearch(
-        space=space or None, metric=study.search.metric, mode=study.search.mode, sampler=make_sampler(study),
-        seed=study.search.seed, study_name=study.experiment_name if storage else None, storage=storage,
+        space=space, metric=study.search.metric, mode=study.search.mode, sampler=make_sampler(study),
+        study_name=study.experiment_name if storage else None, storage=storage,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=study.search.max_concurrent)
 
@@ -198,6 +148,7 @@ def write_study(study: StudyConfig, exp_dir: Path, source: str | None) -> None:
         "grid": study.search.grid(),
         "grid_size": study.search.grid_size(),
         "num_trials": num_samples(study),
+        "versions": versions(),  # lth-tune, Ray, Optuna, torch, ... that produced the run
     }
     tmp = exp_dir / (STUDY_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=2))
@@ -224,6 +175,8 @@ def check_resume(study: StudyConfig, exp_dir: Path, resume: bool) -> None:
         saved = read_study_record(exp_dir)
         if saved["grid"] != json.loads(json.dumps(study.search.grid())):
             raise StudyError(f"--resume: the study's search.space differs from the one saved in {exp_dir}/{STUDY_FILE}")
+        for line in version_differences(saved.get("versions"), versions()):
+            print(f"lth-tune: warning: --resume: {line} ({exp_dir / STUDY_FILE})", file=sys.stderr)
 
 
 def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | None = None,

@@ -204,7 +204,8 @@ def test_sweep_on_s3_storage_and_resume_from_a_fresh_driver(s3_bucket, tmp_path,
 
 
 def test_restored_searcher_fails_rdb_trials_asked_for_after_its_checkpoint(tmp_path):
-    from lth_tune.tune.sweep import DurableOptunaSearch, make_searcher
+    from lth_tune.tune.searcher import DurableOptunaSearch
+    from lth_tune.tune.sweep import make_searcher
 
     study = study_from_dict({"name": "orphans", "search": {"sampler": "random", "storage": "sqlite", "num_trials": 4,
                                                            "space": {"train.lr": {"choice": [0.01, 0.1]}}}})
