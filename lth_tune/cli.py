@@ -1,4 +1,4 @@
-"""Command line: ``lth-tune validate|sweep|analyze|flatness``.
+"""Command line: ``lth-tune validate|sweep|analyze|report|flatness``.
 
 The top floor: the only module of ``lth_tune`` that imports ``analysis`` (to draw a sweep's figures and for
 ``analyze``). Bad input (malformed study file, unknown key, out-of-range value, missing dataset) is reported as one
@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where to write tables/figures (default: EXPERIMENT/analysis)")
     p.add_argument("--delta", type=float, default=None, help="confidence δ for certified selection")
 
+    p = sub.add_parser("report", help="one self-contained HTML page per study: claims tested, figures, tables")
+    p.add_argument("experiments", nargs="+", help="experiment directories; given together they are also judged "
+                   "together (e.g. results/sgd results/sam results/nvrm for Table 1)")
+
     p = sub.add_parser("flatness", help="Hessian trace / top eigenvalue / landscape / sharpness of a saved ticket")
     p.add_argument("checkpoint", help="an IMP level checkpoint directory (trial_*/checkpoint_*) or its imp_state.pt")
     p.add_argument("--out", default=None, help="where to write the landscape CSV/PNG and metrics.json")
@@ -91,24 +95,46 @@ def cmd_sweep(args) -> int:
     outcome = run_sweep(study, address=args.address, storage=args.storage, resume=args.resume,
                         source=str(Path(args.study).resolve()), verbose=args.verbose)
     if not outcome.results.empty:
-        draw_figures(outcome.experiment_dir)
+        write_findings(outcome.experiment_dir)
     return 1 if outcome.num_trials and outcome.num_errors == outcome.num_trials else 0
 
 
-def draw_figures(exp_dir: Path) -> None:
-    """The experiment's figures (``lth-tune analyze``) right away; a plotting problem never fails a sweep."""
+def write_findings(exp_dir: Path) -> None:
+    """The experiment's figures, tables and report right away; a plotting problem never fails a sweep."""
     from analysis import analyze_experiment
+    from analysis.html_report import write_reports
 
     try:
-        analyze_experiment(exp_dir)
+        analyze_experiment(exp_dir, quiet=True)
+        report = write_reports([exp_dir])[0]
     except Exception as err:  # noqa: BLE001 - the results are safe on disk; say why and move on
-        print(f"figures skipped ({err.__class__.__name__}: {err}); retry with: lth-tune analyze {exp_dir}")
+        print(f"figures skipped ({err.__class__.__name__}: {err}); retry with: lth-tune report {exp_dir}")
+        return
+    tickets = exp_dir / "analysis" / "tickets.md"
+    if tickets.is_file():
+        for line in tickets.read_text().splitlines():
+            if line.startswith("- "):
+                print(line[2:])
+    print(f"figures and tables: {exp_dir / 'analysis'}")
+    print(f"report: {report}")
 
 
 def cmd_analyze(args) -> int:
     from analysis import analyze_experiment
 
     return analyze_experiment(args.experiments, out=args.out, delta=args.delta)
+
+
+def cmd_report(args) -> int:
+    from analysis.html_report import write_reports
+
+    dirs = [Path(d) for d in args.experiments]
+    for d in dirs:
+        if not (d / "study.json").is_file():
+            raise StudyError(f"report: {d} is not an lth-tune experiment (no study.json); give results/NAME")
+    for path in write_reports(dirs):
+        print(f"report: {path}")
+    return 0
 
 
 def cmd_flatness(args) -> int:
@@ -147,7 +173,8 @@ def flatness_of_checkpoint(checkpoint: str | Path, *, out: str | Path | None = N
     return metrics
 
 
-COMMANDS = {"validate": cmd_validate, "sweep": cmd_sweep, "analyze": cmd_analyze, "flatness": cmd_flatness}
+COMMANDS = {"validate": cmd_validate, "sweep": cmd_sweep, "analyze": cmd_analyze, "report": cmd_report,
+            "flatness": cmd_flatness}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from .imp import IMPRun
 from .pbp import PBPRun
 from .setup import read_checkpoint, write_checkpoint
 
-__all__ = ["RUNS", "IMPRun", "PBPRun", "Run", "read_checkpoint", "restore_run", "write_checkpoint"]
+__all__ = ["RUNS", "IMPRun", "PBPRun", "Run", "checkpoints_to_keep", "read_checkpoint", "restore_run",
+           "write_checkpoint"]
 
 
 class Run(Protocol):
@@ -41,6 +42,8 @@ class Run(Protocol):
 
     def position(self) -> dict[str, Any]: ...
 
+    def worth_keeping(self) -> bool: ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -48,6 +51,13 @@ class Run(Protocol):
 
 #: ``experiment.kind`` → runner class.
 RUNS: dict[str, type[IMPRun | PBPRun]] = {"imp": IMPRun, "pbp": PBPRun}
+
+
+def checkpoints_to_keep(cfg: ExperimentConfig) -> int:
+    """How many of a trial's checkpoints :meth:`Run.worth_keeping` marks (the latest is kept besides)."""
+    if cfg.kind == "pbp":
+        return PBPRun.num_stages
+    return IMPRun.levels_worth_keeping(cfg)
 
 
 def restore_run(checkpoint: str | Path, device: str | torch.device | None = None) -> IMPRun | PBPRun:

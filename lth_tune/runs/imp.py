@@ -54,7 +54,7 @@ from lth_tune.seeding import derived_seed, generator
 from lth_tune.training import Regularizer, evaluate, make_stepper, train_epochs
 
 from .metrics import flatness_metrics, ticket_bound_metrics
-from .setup import init_model, load_experiment_data, resolve_device, uses_channels_last
+from .setup import init_model, load_experiment_data, resolve_device, tensor_digest, uses_channels_last
 
 __all__ = ["IMPRun", "build_experiment_model", "parameter_distance"]
 
@@ -273,13 +273,18 @@ class IMPRun:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue (tensors and plain Python only: loads with weights_only=True)."""
+        """Everything needed to continue (tensors and plain Python only: loads with weights_only=True).
+
+        Compact: the weights once, the masks as booleans; θ_init (and the rewind point when it is θ_init) is
+        not stored but rebuilt from the seed on load, and checked against the digest stored here."""
         return {
             "level": self.level,
             "cursor": self.cursor,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "theta_init": {k: v.cpu() for k, v in self.theta_init.items()},
-            "rewind": None if self.rewind_snapshot is None else {k: v.cpu() for k, v in self.rewind_snapshot.items()},
+            "weights": {k: v.detach().cpu() for k, v in snapshot(self.model).items()},
+            "masks": mask_state(self.model),
+            "theta_init_digest": tensor_digest(self.theta_init),
+            "rewind": None if self.cfg.pruning.rewind_iteration == 0 or self.rewind_snapshot is None
+            else {k: v.cpu() for k, v in self.rewind_snapshot.items()},
             "history": list(self.history),
             "seed": self.cfg.seed,
             "config": self.cfg.model_dump(mode="json"),
@@ -288,14 +293,34 @@ class IMPRun:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["config"] != self.cfg.model_dump(mode="json"):
             raise ValueError("checkpoint was written by a different experiment configuration")
-        self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
-        self.theta_init = {k: v.to(self.device) for k, v in state["theta_init"].items()}
-        self.rewind_snapshot = (
-            None if state["rewind"] is None else {k: v.to(self.device) for k, v in state["rewind"].items()}
-        )
+        if state["theta_init_digest"] != tensor_digest(self.theta_init):
+            raise ValueError(f"the initialisation rebuilt from seed {self.cfg.seed} differs from the checkpoint's "
+                             "(another torch version or device?): resume where the run started")
+        load_mask_state(self.model, state["masks"])
+        rewind(self.model, state["weights"])
+        if state["rewind"] is not None:
+            self.rewind_snapshot = {k: v.to(self.device) for k, v in state["rewind"].items()}
         self.level = state["level"]
         self.cursor = state["cursor"]
         self.history = list(state["history"])
+
+    def worth_keeping(self) -> bool:
+        """Whether the checkpoint of the step just taken should outlive later ones: a ticket level at which
+        flatness, bounds, controls or instability were declared (to re-measure it offline), or the last."""
+        if not self.history or self.history[-1]["branch"] != TICKET:
+            return False
+        return self._declared(self.cfg, self.history[-1]["level"])
+
+    @staticmethod
+    def _declared(cfg: ExperimentConfig, level: int) -> bool:
+        n = cfg.pruning.levels + 1
+        c = cfg
+        return level == n - 1 or any(_selected(spec, level, n) for spec in (
+            c.flatness.levels, c.bound.levels, c.controls.levels, c.instability.levels))
+
+    @classmethod
+    def levels_worth_keeping(cls, cfg: ExperimentConfig) -> int:
+        return sum(cls._declared(cfg, level) for level in range(cfg.pruning.levels + 1))
 
 
 def _selected(spec: LevelSpec, level: int, num_levels: int) -> bool:

@@ -138,6 +138,10 @@ class PBPRun:
     def position(self) -> dict[str, Any]:
         return {"level": self.stage - 1, "stage": self.stage}
 
+    def worth_keeping(self) -> bool:
+        """Every stage's checkpoint is kept (three per trial; each holds a different distribution)."""
+        return True
+
     def next_stage(self) -> dict[str, Any]:
         if self.finished:
             raise RuntimeError("PBP run already finished")

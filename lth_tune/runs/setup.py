@@ -8,6 +8,7 @@ arguments.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "load_experiment_data",
     "read_checkpoint",
     "resolve_device",
+    "tensor_digest",
     "uses_channels_last",
     "write_checkpoint",
 ]
@@ -68,6 +70,16 @@ def uses_channels_last(cfg: ExperimentConfig, model: nn.Module) -> bool:
     if cfg.train.channels_last is not None:
         return cfg.train.channels_last
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the names, shapes, dtypes and bytes of ``tensors`` (to check a rebuilt θ_init)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def write_checkpoint(state: dict[str, Any], directory: str | Path, filename: str) -> Path:

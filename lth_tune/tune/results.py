@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 _SKIP = {
     "done", "timesteps_total", "episodes_total", "training_iteration", "timestamp", "date", "hostname",
     "node_ip", "pid", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
-    "checkpoint_dir_name", "should_checkpoint", "experiment_tag", "config",
+    "checkpoint_dir_name", "should_checkpoint", "experiment_tag", "config", "checkpoint_score",
 }
 
 

@@ -135,6 +135,29 @@ def make_trainable(study: StudyConfig):
     return tune.with_resources(fn, {"cpu": r.cpu, "gpu": r.gpu, **r.custom})
 
 
+def checkpoint_config(study: StudyConfig):
+    """Keep what resume and analysis need: the latest checkpoint of every trial plus the steps its runner marks
+    worth keeping (levels declared for flatness, bounds, controls or instability; the last level; every PBP
+    stage), ranked by the trainable's ``checkpoint_score``; the rest is deleted as the trial moves on."""
+    from ray import tune
+
+    from lth_tune.runs import checkpoints_to_keep
+    from lth_tune.tune.trainable import CHECKPOINT_SCORE
+
+    keep = max(checkpoints_to_keep(study.experiment.with_params(point)) for point in grid_points(study.search))
+    return tune.CheckpointConfig(num_to_keep=keep + 1, checkpoint_score_attribute=CHECKPOINT_SCORE,
+                                 checkpoint_score_order="max")
+
+
+def grid_points(search) -> list[dict[str, Any]]:
+    """Every point of the declared grid (keys with a single value are fixed)."""
+    grid = search.grid()
+    points = [{}]
+    for key, values in grid.items():
+        points = [{**p, key: v} for p in points for v in values]
+    return points
+
+
 def num_samples(study: StudyConfig) -> int:
     n = study.search.trials()
     return min(n, study.search.grid_size()) if study.search.sampler == "grid" else n
@@ -231,7 +254,7 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
                 run_config=tune.RunConfig(
                     name=study.experiment_name, storage_path=storage_path,
                     failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # every level stays loadable
+                    checkpoint_config=checkpoint_config(study),
                     callbacks=[table, NoRetryOnDivergence(), CSVLoggerCallback(), JsonLoggerCallback(),
                                TBXLoggerCallback()],
                     verbose=verbose,

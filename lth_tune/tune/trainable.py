@@ -26,6 +26,10 @@ from lth_tune.training import DivergedError
 
 #: Result key of the last result of a diverged trial: the DivergedError message.
 DIVERGED = "diverged"
+#: Result key ranking checkpoints for retention (``CheckpointConfig.checkpoint_score_attribute``): steps the
+#: runner declares worth keeping (``Run.worth_keeping``) rank above every other; among the rest the latest wins.
+CHECKPOINT_SCORE = "checkpoint_score"
+KEEP = 1_000_000
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any], encoded: dict[str, list] | None = None) -> ExperimentConfig:
@@ -64,6 +68,7 @@ def run_resumable(run: Run, metric: str) -> None:
             tune.report({**run.position(), DIVERGED: str(err), metric: float("nan")})
             raise
         metrics.setdefault(metric, math.nan)
+        metrics[CHECKPOINT_SCORE] = len(run.history) + (KEEP if run.worth_keeping() else 0)
         with tempfile.TemporaryDirectory() as d:
             write_checkpoint(run.state_dict(), d, run.CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -227,3 +227,26 @@ def test_instability_reports_barriers_from_a_second_copy(data_root):
     # the ticket itself is unchanged by the measurement
     plain = IMPRun(config(data_root), device="cpu").run()
     assert [h["test_acc"] for h in hist] == [h["test_acc"] for h in plain]
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoints_are_compact_and_check_the_rebuilt_initialisation(data_root):
+    cfg = config(data_root, **{"flatness.levels": [1], "pruning.levels": 3})
+    run = IMPRun(cfg, device="cpu")
+    run.step()
+    run.step()
+    state = run.state_dict()
+    assert all(m.dtype == torch.bool for m in state["masks"].values())
+    assert "theta_init" not in state and state["rewind"] is None  # rebuilt from the seed
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    params = sum(p.numel() for p in run.model.parameters())
+    assert buf.tell() < 6 * params + 20_000  # 4 bytes a weight + 1 a mask (+ history and pickling)
+    assert run.worth_keeping()  # level 1 was declared for flatness
+    run.step()
+    assert not run.worth_keeping()  # level 2: nothing declared, not the last
+    tampered = dict(state, theta_init_digest="0" * 64)
+    with pytest.raises(ValueError, match="initialisation rebuilt from seed"):
+        IMPRun(cfg, device="cpu").load_state_dict(tampered)
