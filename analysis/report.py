@@ -52,6 +52,7 @@ def analyze_experiment(exp_dirs: str | Path | list, out: str | Path | None = Non
 
 
 def per_experiment(study: dict, df, out: Path, *, exp_dir: Path, delta: float | None) -> list[Path]:
+    from analysis.certificates_vs_n import run_size_analyses
     from analysis.pbp_figures import run_pbp_analyses
     from analysis.ticket_bounds import run_bound_analyses
     from analysis.tickets import run_ticket_analyses
@@ -67,5 +68,6 @@ def per_experiment(study: dict, df, out: Path, *, exp_dir: Path, delta: float | 
         if p is not None:
             written.append(p)
     written += run_bound_analyses(study, df, out, exp_dir=exp_dir, delta=delta) or []
+    written += run_size_analyses(study, df, out)
     written += run_pbp_analyses(study, df, out, exp_dir=exp_dir, delta=delta) or []
     return written

@@ -218,7 +218,11 @@ class BoundConfig(_Strict):
     delta: float = Field(0.05, gt=0.0, lt=1.0, description="confidence parameter δ of the PAC-Bayes bound")
     delta_prime: float = Field(
         0.01, gt=0.0, lt=1.0, description="δ′ of the Monte Carlo step (total confidence 1−δ−δ′)")
-    mc_samples: int = Field(100, gt=0, description="sampled networks m for the Gibbs risk")
+    mc_samples: int = Field(100, gt=0, description="sampled networks m for the Gibbs risk (mc_mode: networks)")
+    mc_mode: Literal["networks", "per_example"] = Field(
+        "networks", description="Monte-Carlo step of the certificate: networks (mc_samples networks on all of S, "
+        "m = mc_samples) or per_example (MLPs: a fresh network per example and pass, m = mc_passes · n)")
+    mc_passes: int = Field(4, gt=0, description="passes over S of the per_example Monte-Carlo step")
     steps: int = Field(200, ge=0, description="Adam steps on the per-weight log σ_q of the posterior")
     batch_size: int = Field(256, gt=0, description="minibatch of those Adam steps")
     lr: float = Field(0.05, gt=0.0, description="learning rate of those Adam steps")
@@ -263,7 +267,12 @@ class PBPConfig(_Strict):
     delta: float = Field(0.05, gt=0.0, lt=1.0, description="confidence parameter δ of Theorem 1")
     delta_prime: float = Field(
         0.01, gt=0.0, lt=1.0, description="δ′ of the Monte Carlo step (total confidence 1−δ−δ′)")
-    mc_samples: int = Field(100, gt=0, description="sampled networks m for the Monte Carlo Gibbs risk")
+    mc_samples: int = Field(100, gt=0, description="sampled networks m for the Monte Carlo Gibbs risk "
+                            "(mc_mode: networks)")
+    mc_mode: Literal["networks", "per_example"] = Field(
+        "networks", description="Monte-Carlo step of the certificate: networks (m = mc_samples) or per_example "
+        "(MLPs: a fresh network per example and pass, m = mc_passes · |S \\ S_P|)")
+    mc_passes: int = Field(4, gt=0, description="passes over S \\ S_P of the per_example Monte-Carlo step")
     eval_samples: int = Field(10, gt=0, description="sampled networks for the reported train/test errors of P, Q")
     train_probs: bool = Field(True, description="stage 3 trains the posterior keep-probabilities (else only W)")
     milestones: list[float] = Field(
@@ -317,6 +326,18 @@ class ExperimentConfig(_Strict):
         if self.data.normalize_on != "auto":
             return self.data.normalize_on
         return "val" if self.certifies_on_train else "train"
+
+    @model_validator(mode="after")
+    def _per_example_needs_an_mlp(self):
+        per_example = (self.kind == "imp" and self.bound.levels != "none" and self.bound.mc_mode == "per_example") \
+            or (self.kind == "pbp" and self.pbp.mode == "pbp" and self.pbp.mc_mode == "per_example")
+        if per_example and not MODELS[self.model.name].mlp:
+            section = "bound" if self.kind == "imp" else "pbp"
+            raise ValueError(f"{section}.mc_mode: per_example needs an MLP (models "
+                             f"{', '.join(n for n, m in MODELS.items() if m.mlp)}); use networks for {self.model.name}")
+        if per_example and self.kind == "pbp" and self.pruning.ignore:
+            raise ValueError("pbp.mc_mode: per_example needs every Linear layer stochastic (pruning.ignore empty)")
+        return self
 
     @model_validator(mode="after")
     def _certificate_preprocessing(self):
@@ -420,6 +441,18 @@ class SearchConfig(_Strict):
     def trials(self) -> int:
         return self.num_trials or self.grid_size()
 
+    def trials_to_run(self) -> int:
+        """The trials a sweep starts: ``num_trials`` (default the grid size); the grid sampler stops at the grid."""
+        n = self.trials()
+        return min(n, self.grid_size()) if self.sampler == "grid" else n
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every point of the declared grid, as ``{experiment key: value}``."""
+        points: list[dict[str, Any]] = [{}]
+        for key, values in self.grid().items():
+            points = [{**p, key: v} for p in points for v in values]
+        return points
+
 
 class ResourcesConfig(_Strict):
     cpu: float = Field(1.0, gt=0.0, description="CPUs reserved per trial")
@@ -485,6 +518,40 @@ class StudyConfig(_Strict):
     @property
     def experiment_name(self) -> str:
         return self.output.name or self.name
+
+    def smoke(self, *, gpus_available: bool) -> StudyConfig:
+        """The same study shrunk to check it end to end in minutes on a CPU (``lth-tune sweep --smoke``):
+        one grid point (each searched key's first value), one trial, one epoch per training, at most one
+        pruning level, every declared measurement at the last level and tiny, 128 training examples, output
+        ``<name>_smoke``; GPU requests dropped where no GPU is visible."""
+        raw = self.model_dump(mode="json")
+        e = raw["experiment"]
+        e["train"].update(epochs=1, milestones=[])
+        e["pruning"]["levels"] = min(e["pruning"]["levels"], 1)
+        for key in ("flatness", "bound", "instability"):
+            if e[key]["levels"] != "none":
+                e[key]["levels"] = "last"
+        if e["controls"]["kinds"]:
+            e["controls"]["levels"] = "last"
+        e["flatness"].update(trace_iters=2, eig_iters=2, n_batches=1, batch_size=16, sharpness_samples=2,
+                             landscape_points=3)
+        e["bound"].update(mc_samples=2, steps=2, batch_size=16)
+        if e["bound"]["prior_sigmas"]:
+            e["bound"]["prior_sigmas"] = e["bound"]["prior_sigmas"][:1]
+        e["instability"]["points"] = 3
+        pbp = e["pbp"]
+        for key in ("prior_epochs", "finetune_epochs", "posterior_epochs"):
+            pbp[key] = min(pbp[key], 1)
+        pbp.update(milestones=[], mc_samples=4, eval_samples=1)
+        e["data"].update(train_subset=128, num_samples=None)
+        search = raw["search"]
+        search["space"] = {k: {"choice": [v[0]]} for k, v in self.search.grid().items()}
+        search.update(sampler="grid", num_trials=1, max_concurrent=1)
+        if not gpus_available:
+            raw["resources"]["gpu"] = 0.0
+        raw["resources"].update(cpu=1.0, torch_threads=1)
+        raw["output"]["name"] = f"{self.experiment_name}_smoke"
+        return StudyConfig.model_validate(raw)
 
 
 # --------------------------------------------------------------------------- loading

@@ -28,6 +28,9 @@ class DatasetSpec:
     available: Callable[[Path], bool]          # root -> all files present (mnist1d: always)
     augment: bool                              # random crop + flip by default
     description: str
+    input_shape: tuple[int, ...]               # one example, channels first
+    num_classes: int
+    train_size: int                            # training examples as shipped (mnist1d: the classic size)
 
 
 def _vision(name: str) -> tuple[Callable[[Path, bool, int | None], RawData], Callable[[Path], bool]]:
@@ -43,12 +46,15 @@ def _vision(name: str) -> tuple[Callable[[Path, bool, int | None], RawData], Cal
 DATASETS: dict[str, DatasetSpec] = {
     "mnist1d": DatasetSpec(lambda root, download, num_samples: load_mnist1d(root, num_samples), lambda root: True,
                            False, "MNIST-1D (Greydanus 2020), generated offline and cached, any size "
-                           "(data.num_samples); the embedded default"),
-    "mnist": DatasetSpec(*_vision("mnist"), False, "MNIST through torchvision (MNIST/raw under the data root)"),
+                           "(data.num_samples); the embedded default", (1, 40), 10, 4000),
+    "mnist": DatasetSpec(*_vision("mnist"), False, "MNIST through torchvision (MNIST/raw under the data root)",
+                         (1, 28, 28), 10, 60000),
     "fashion_mnist": DatasetSpec(*_vision("fashion_mnist"), False,
-                                 "Fashion-MNIST through torchvision (FashionMNIST/raw)"),
-    "cifar10": DatasetSpec(*_vision("cifar10"), True, "CIFAR-10 through torchvision (cifar-10-batches-py)"),
-    "cifar100": DatasetSpec(*_vision("cifar100"), True, "CIFAR-100 through torchvision (cifar-100-python)"),
+                                 "Fashion-MNIST through torchvision (FashionMNIST/raw)", (1, 28, 28), 10, 60000),
+    "cifar10": DatasetSpec(*_vision("cifar10"), True, "CIFAR-10 through torchvision (cifar-10-batches-py)",
+                           (3, 32, 32), 10, 50000),
+    "cifar100": DatasetSpec(*_vision("cifar100"), True, "CIFAR-100 through torchvision (cifar-100-python)",
+                            (3, 32, 32), 100, 50000),
 }
 assert set(DATASETS) - {"mnist1d"} == set(VISION_SPECS)
 

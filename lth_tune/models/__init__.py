@@ -32,13 +32,15 @@ class ModelSpec:
     build: Callable[..., nn.Module]
     options: tuple[str, ...]
     description: str
+    mlp: bool = False  # Linear layers with ReLU between them (per-example Monte Carlo certificates apply)
 
 
 #: The model registry: the one list of architectures. ``ModelConfig.name`` accepts exactly these keys.
 MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec(mlp, ("widths",), "fully connected ReLU network; widths = hidden sizes (default [100, 100])"),
+    "mlp": ModelSpec(mlp, ("widths",), "fully connected ReLU network; widths = hidden sizes (default [100, 100])",
+                     mlp=True),
     "conv1d": ModelSpec(conv1d, ("width",), "MNIST-1D ConvBase: 3 Conv1d layers of width channels (default 25)"),
-    "lenet_300_100": ModelSpec(lenet_300_100, (), "LeNet-300-100 (Frankle & Carbin 2019, MNIST)"),
+    "lenet_300_100": ModelSpec(lenet_300_100, (), "LeNet-300-100 (Frankle & Carbin 2019, MNIST)", mlp=True),
     "lenet5": ModelSpec(lenet5, (), "LeNet-5 (paper 004, Fashion-MNIST)"),
     "resnet20": ModelSpec(resnet20, ("width",), "ResNet-20, OpenLTH cifar_resnet_20 (base width 16)"),
     "vgg16": ModelSpec(vgg16, ("width",), "VGG-16, OpenLTH cifar_vgg_16 (width 64 scales every layer)"),

@@ -43,6 +43,7 @@ from lth_tune.pruning import is_masked
 from lth_tune.pruning.criteria import lowest_k
 
 from .kl_divergences import spike_and_slab_kl
+from .per_example import mlp_linears, per_example_spike_and_slab_errors
 
 __all__ = [
     "CLAMP_EPS",
@@ -376,6 +377,23 @@ class StochasticNet(nn.Module):
 
     # --------------------------------------------------------------- evaluation
     @torch.no_grad()
+    @torch.no_grad()
+    def per_example_errors(self, x: torch.Tensor, y: torch.Tensor, passes: int, *,
+                           generator: torch.Generator) -> int:
+        """Errors of ``passes × len(y)`` exact Bernoulli networks, a fresh one for every example and pass
+        (:mod:`~lth_tune.pacbayes.per_example`); the model must be an MLP whose every Linear layer is stochastic."""
+        linears = mlp_linears(self.model)
+        if linears is None or [n for n, _ in linears] != list(self.layers):
+            raise ValueError("per-example Monte Carlo needs an MLP whose every Linear layer is stochastic")
+        keep = self.keep_probs()
+        layers = [(self.weights()[n].detach(), keep[n].detach(), m.bias.detach()) for n, m in linears]
+        was_training = self.training
+        self.eval()
+        try:
+            return per_example_spike_and_slab_errors(layers, self.sigma, x, y, passes, generator)
+        finally:
+            self.train(was_training)
+
     def sample_errors(self, x: torch.Tensor, y: torch.Tensor, m: int, *, generator: torch.Generator | None,
                       mode: str = "bernoulli", masks: Mapping[str, torch.Tensor] | None = None,
                       batch_size: int = 1000) -> torch.Tensor:

@@ -66,11 +66,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lth_tune.models import eval_mode
-from lth_tune.pruning import preserved_weight_attributes, trainable_parameters
+from lth_tune.pruning import parameter_attribute, preserved_weight_attributes, trainable_parameters
 from lth_tune.seeding import generator
 
 from .certificate import Certificate, certify
 from .kl_divergences import gaussian_kl_zero_mean_prior, spike_and_slab_kl_from_mask
+from .per_example import mlp_linears, per_example_gaussian_errors
 from .theorems import kl_bound, theorem1_bound
 
 __all__ = [
@@ -348,6 +349,8 @@ def bound_ticket(
     space: PosteriorSpace | None = None,
     init_sigma_q: Sequence[Tensor] | None = None,
     bn_stats: BatchNormStatistics | None = None,
+    mc_mode: str = "networks",
+    mc_passes: int = 1,
 ) -> TicketBound:
     """Optimise σ_q for one formulation and prior σ_p on the bound set (x, y), then certify.
 
@@ -430,16 +433,47 @@ def bound_ticket(
     sigma_q = scaled(per_weight, c) if which == 1 else scalar
     stage = "per_weight" if which == 1 else "scalar"
 
-    # certificate: fresh networks, whole bound set
-    emp = gibbs_error(model, space, formulation, sigma_q, x, y, mc_samples,
-                      generator(seed, "mc", *tags, device=device), bn_stats)
+    # certificate: fresh networks (one per example and pass, or mc_samples on all of S), whole bound set
+    g_mc = generator(seed, "mc", *tags, device=device)
+    if mc_mode == "per_example":
+        m = mc_passes * n
+        emp = per_example_gaussian_errors(_gaussian_layers(model, space, formulation, sigma_q), x, y, mc_passes,
+                                          g_mc) / m
+    elif mc_mode == "networks":
+        m = mc_samples
+        emp = gibbs_error(model, space, formulation, sigma_q, x, y, mc_samples, g_mc, bn_stats)
+    else:
+        raise ValueError(f"mc_mode must be 'networks' or 'per_example', got {mc_mode!r}")
     with torch.no_grad():
         kl64 = float(space.kl(formulation, [s.double() for s in sigma_q], prior_sigma))
-    cert = certify(min(max(emp, 0.0), 1.0), mc_samples, kl64, n, delta=delta, delta_prime=delta_prime,
+    cert = certify(min(max(emp, 0.0), 1.0), m, kl64, n, delta=delta, delta_prime=delta_prime,
                    form="kl", grid_size=grid_size)
     mean, gmean = _sigma_stats(space, formulation, sigma_q)
     return TicketBound(formulation, float(prior_sigma), [s.detach() for s in sigma_q], list(space.names), cert,
                        space.numel(formulation), mean, gmean, stage, history)
+
+
+def _gaussian_layers(model: nn.Module, space: PosteriorSpace, formulation: str,
+                     sigma_q: Sequence[Tensor]) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Per Linear layer of an MLP ticket, the posterior's (weight mean, weight sd, bias mean, bias sd) for
+    :func:`~lth_tune.pacbayes.per_example.per_example_gaussian_errors`: spike-and-slab pruned entries are
+    exactly 0 (mean and sd), the Gaussian formulation's pruned entries have mean 0 and sd σ_q."""
+    linears = mlp_linears(model)
+    if linears is None:
+        raise ValueError("per-example Monte Carlo needs an MLP ticket (models mlp, lenet_300_100); use "
+                         "mc_mode: networks for other architectures")
+    where = {parameter_attribute(name): i for i, name in enumerate(space.names)}
+    out = []
+    for name, _ in linears:
+        wi, bi = where[(name, "weight")], where[(name, "bias")]
+        mask = space.masks[wi]
+        w, sw = space.mean[wi], sigma_q[wi].detach()
+        if mask is not None:
+            w = w * mask
+            if formulation == "spike_and_slab":
+                sw = sw * mask
+        out.append((w.float(), sw.float(), space.mean[bi].float(), sigma_q[bi].detach().float()))
+    return out
 
 
 def gibbs_error(model: nn.Module, space: PosteriorSpace, formulation: str, sigma_q: Sequence[Tensor], x: Tensor,
@@ -465,11 +499,15 @@ def selection_key(cert: Certificate) -> tuple[float, float]:
 def certify_ticket(model: nn.Module, theta_init: Mapping[str, Tensor], x: Tensor, y: Tensor, *,
                    prior_sigmas: Sequence[float], delta: float, delta_prime: float, mc_samples: int,
                    steps: int, seed: int, batch_size: int = BATCH_SIZE, lr: float = ADAM_LR,
-                   test: tuple[Tensor, Tensor] | None = None, bn_data: Tensor | None = None) -> dict[str, float]:
+                   test: tuple[Tensor, Tensor] | None = None, bn_data: Tensor | None = None,
+                   mc_mode: str = "networks", mc_passes: int = 1) -> dict[str, float]:
     """Spike-and-slab and Gaussian zero-mean PAC-Bayes certificates of a trained ticket (paper 000 §4.3).
 
     ``(x, y)`` is the bound set S (n = len(y)); ``prior_sigmas`` the declared σ_p grid (J values);
-    ``test`` (optional) the test set for the Gibbs predictor's test error. A network with BatchNorm needs
+    ``test`` (optional) the test set for the Gibbs predictor's test error. ``mc_mode`` chooses the Monte-Carlo
+    step of the certificate: ``networks`` (``mc_samples`` networks, each on all of S: m = mc_samples) or
+    ``per_example`` (MLPs: a fresh network for every example, ``mc_passes`` times: m = mc_passes · n,
+    :mod:`~lth_tune.pacbayes.per_example`). A network with BatchNorm needs
     ``bn_data``, inputs disjoint from S (e.g. the validation split): every sampled network's statistics are
     recomputed on them (:class:`BatchNormStatistics`), so the certificate does not depend on statistics of S.  The model's parameters,
     buffers, ``weight`` attributes and per-module train/eval flags are unchanged afterwards.
@@ -510,7 +548,8 @@ def certify_ticket(model: nn.Module, theta_init: Mapping[str, Tensor], x: Tensor
                 r = bound_ticket(model, theta_init, x, y, formulation=formulation, prior_sigma=sp,
                                  delta=delta, delta_prime=delta_prime, mc_samples=mc_samples,
                                  steps=steps, grid_size=J, seed=seed, batch_size=batch_size, lr=lr,
-                                 space=space, init_sigma_q=init, bn_stats=bn)
+                                 space=space, init_sigma_q=init, bn_stats=bn, mc_mode=mc_mode,
+                                 mc_passes=mc_passes)
                 results.append(r)
                 warm = r
                 c = r.certificate

@@ -56,7 +56,7 @@ RUNS: dict[str, type[IMPRun | PBPRun]] = {"imp": IMPRun, "pbp": PBPRun}
 def checkpoints_to_keep(cfg: ExperimentConfig) -> int:
     """How many of a trial's checkpoints :meth:`Run.worth_keeping` marks (the latest is kept besides)."""
     if cfg.kind == "pbp":
-        return PBPRun.num_stages
+        return 0
     return IMPRun.levels_worth_keeping(cfg)
 
 

@@ -43,5 +43,6 @@ def ticket_bound_metrics(model: nn.Module, theta_init: dict[str, torch.Tensor], 
     return certify_ticket(
         model, theta_init, data.train.x, data.train.y, prior_sigmas=cfg.sigma_grid(), delta=cfg.delta,
         delta_prime=cfg.delta_prime, mc_samples=cfg.mc_samples, steps=cfg.steps, batch_size=cfg.batch_size,
-        lr=cfg.lr, seed=seed, test=(data.test.x, data.test.y), bn_data=data.val.x,
+        lr=cfg.lr, seed=seed, test=(data.test.x, data.test.y), bn_data=data.val.x, mc_mode=cfg.mc_mode,
+        mc_passes=cfg.mc_passes,
     )

@@ -139,8 +139,9 @@ class PBPRun:
         return {"level": self.stage - 1, "stage": self.stage}
 
     def worth_keeping(self) -> bool:
-        """Every stage's checkpoint is kept (three per trial; each holds a different distribution)."""
-        return True
+        """Only the latest stage's checkpoint is kept: resume needs nothing older, analysis reads results.csv,
+        and a stage's state (weights, float64 keep-probability scores of prior and posterior) is large."""
+        return False
 
     def next_stage(self) -> dict[str, Any]:
         if self.finished:
@@ -311,11 +312,18 @@ class PBPRun:
         return m
 
     def _certify(self, *, kl: float, stage: int, key: str) -> dict[str, Any]:
-        """0–1 certificate on S \\ S_P: R̂_m over mc_samples exact networks, Theorem 1 (``bound``) and Theorem 2
-        (``bound_kl``), K = 1 (``lth-tune analyze`` recertifies with the study's grid size)."""
+        """0–1 certificate on S \\ S_P: R̂_m over ``mc_samples`` exact networks (or one network per example and
+        pass, ``mc_mode: per_example``), Theorem 1 (``bound``) and Theorem 2 (``bound_kl``), K = 1
+        (``lth-tune analyze`` recertifies with the study's grid size)."""
         p = self.p
-        risk = float(self._errors(self.bound_split, p.mc_samples, stage=stage, tag="certificate").mean())
-        certs = {form: certify(risk, p.mc_samples, kl, self.n_bound, delta=p.delta, delta_prime=p.delta_prime,
+        if p.mc_mode == "per_example":  # a fresh network per example and pass: m = passes · n
+            m = p.mc_passes * self.n_bound
+            g = generator(self.cfg.seed, "eval", stage, "certificate", device=self.device)
+            risk = self.net.per_example_errors(self.bound_split.x, self.bound_split.y, p.mc_passes, generator=g) / m
+        else:
+            m = p.mc_samples
+            risk = float(self._errors(self.bound_split, p.mc_samples, stage=stage, tag="certificate").mean())
+        certs = {form: certify(risk, m, kl, self.n_bound, delta=p.delta, delta_prime=p.delta_prime,
                                form=form, grid_size=1) for form in ("theorem1", "kl")}
         for form, c in certs.items():
             self.certificates[f"{key}_{form}"] = c.to_dict()

@@ -76,9 +76,11 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the names, shapes, dtypes and bytes of ``tensors`` (to check a rebuilt θ_init)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu()
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16; its bit patterns as int16
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes())  # C order whatever the strides (channels-last weights included)
     return h.hexdigest()
 
 
