@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="join a running Ray cluster (default: start a local one)")
     p.add_argument("--storage", default=None, help="experiment storage: a local/shared path or a URI (s3://, gs://)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    p.add_argument("-v", "--verbose", type=int, default=1, choices=(0, 1, 2), help="Tune progress output level")
+    p.add_argument("--verbose", dest="verbose", action="store_const", const=1, default=0,
+                   help="Tune's full trial tables instead of the one live progress block")
+    p.add_argument("-v", "--verbosity", dest="verbose", type=int, choices=(0, 1, 2), default=0,
+                   help="0 (default) the progress block, 1 = --verbose, 2 also the trials' own logs")
 
     p = sub.add_parser("analyze", help="tables, figures and certified selection for finished experiments")
     p.add_argument("experiments", nargs="+", help="experiment directories (each with study.json and results.csv); "

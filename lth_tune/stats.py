@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from scipy import stats as _scipy_stats
 
-__all__ = ["Interval", "compare", "mean_ci", "paired_difference", "welch_difference"]
+__all__ = ["Interval", "compare", "mean_ci", "paired_difference", "welch_difference", "winning_level"]
 
 #: comparison outcomes
 BETTER, WORSE, NOT_DISTINGUISHABLE, UNKNOWN = "better", "worse", "not distinguishable", "n/a"
@@ -96,3 +96,13 @@ def compare(diff: Interval) -> str:
     if diff.high < 0:
         return WORSE
     return NOT_DISTINGUISHABLE
+
+
+def winning_level(dense: dict, by_level: dict, epsilon: float,
+                  confidence: float = 0.95) -> tuple[int | None, dict[int, Interval]]:
+    """The winning-ticket rule (paper 000 §3.3): the sparsest level > 0 whose mean accuracy drop from the dense
+    network, paired by seed (``dense[s] − by_level[level][s]``), is at most ``epsilon``; None when no pruned level
+    is. Returns it with the drop's interval at every level."""
+    drops = {int(level): paired_difference(dense, acc, confidence) for level, acc in by_level.items()}
+    winning = [level for level, d in drops.items() if level > 0 and d.n and d.mean <= epsilon]
+    return (max(winning) if winning else None), drops

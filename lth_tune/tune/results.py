@@ -29,8 +29,8 @@ TRIALS_FILE = "trials.csv"
 #: The Optuna study of ``search.storage: sqlite`` (mirrored with the tables: the searcher writes it on this thread).
 OPTUNA_DB = "optuna.db"
 logger = logging.getLogger(__name__)
-#: Tune's bookkeeping keys that are not worth a column.
-_SKIP = {
+#: Tune's bookkeeping keys that are not worth a column (nor a TensorBoard curve).
+TUNE_KEYS = _SKIP = {
     "done", "timesteps_total", "episodes_total", "training_iteration", "timestamp", "date", "hostname",
     "node_ip", "pid", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
     "checkpoint_dir_name", "should_checkpoint", "experiment_tag", "config", "checkpoint_score",
@@ -78,7 +78,7 @@ def with_branch(df: pd.DataFrame) -> pd.DataFrame:
 def order_rows(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
-    df = with_branch(df).drop_duplicates(subset=ROW_KEY, keep="last")
+    df = with_branch(df).drop_duplicates(subset=ROW_KEY, keep="last").copy()  # one block, not many
     rank = (df["branch"] == TICKET).astype(int)  # a level's controls first, as they run
     return (df.assign(_rank=rank).sort_values(["trial_id", "level", "_rank", "branch"])
             .drop(columns="_rank").reset_index(drop=True))
@@ -194,6 +194,24 @@ def upload_files(local_dir: str | Path, uri: str, names: list[str]) -> None:
         src = Path(local_dir) / name
         if src.is_file():
             with fs.open_output_stream(f"{root}/{name}") as out:
+                out.write(src.read_bytes())
+
+
+def upload_tree(local_dir: str | Path, uri: str, *, replace: bool = False) -> None:
+    """Copy every file under ``local_dir`` to the same relative path under ``URI``; ``replace`` empties ``URI``
+    first, so files removed locally are removed there too."""
+    import pyarrow.fs
+
+    local_dir = Path(local_dir)
+    fs, root = _fs_and_path(uri)
+    if replace and fs.get_file_info(root).type == pyarrow.fs.FileType.Directory:
+        fs.delete_dir_contents(root)
+    fs.create_dir(root, recursive=True)
+    for src in sorted(local_dir.rglob("*")):
+        if src.is_file():
+            dst = f"{root}/{src.relative_to(local_dir).as_posix()}"
+            fs.create_dir(dst.rpartition("/")[0], recursive=True)
+            with fs.open_output_stream(dst) as out:
                 out.write(src.read_bytes())
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import warnings
 from typing import Any
 
 import optuna
@@ -63,6 +64,10 @@ class DurableOptunaSearch(Searcher):
                 pruner=optuna.pruners.NopPruner(), study_name=self._study_name, load_if_exists=True,
                 direction="minimize" if mode == "min" else "maximize",
             )
+            if metric and storage is not None:  # optuna-dashboard labels the objective with the study metric
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._ot_study.set_metric_names([metric])
 
     @property
     def study(self) -> optuna.Study | None:
@@ -109,7 +114,10 @@ class DurableOptunaSearch(Searcher):
         try:
             self._ot_study.tell(ot_trial, value, state=state)
         except Exception as exc:  # noqa: BLE001 - e.g. a sampler hook; the trial's state is stored regardless
-            logger.warning(exc)
+            if isinstance(exc, RuntimeError) and "Study.stop" in str(exc):  # GridSampler: the grid is exhausted
+                logger.debug(exc)
+            else:
+                logger.warning(exc)
         self._completed_trials.add(trial_id)
 
     def _grid_size(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -203,11 +204,14 @@ def check_resume(study: StudyConfig, exp_dir: Path, resume: bool) -> None:
 
 
 def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | None = None,
-              resume: bool = False, source: str | None = None, verbose: int = 1) -> SweepOutcome:
-    """Validate data, start (or join) Ray, run the Tuner, write results.csv, print the summary."""
+              resume: bool = False, source: str | None = None, verbose: int = 0) -> SweepOutcome:
+    """Validate data, start (or join) Ray, run the Tuner, write results.csv, print the summary.
+
+    ``verbose``: 0 the progress display (:mod:`lth_tune.tune.progress`), 1 Tune's tables, 2 also the trials' logs.
+    TensorBoard goes to ``<experiment>/tensorboard`` (:mod:`lth_tune.tune.tensorboard`), not Tune's trial dirs."""
     import ray
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from lth_tune.tune.results import (
         RESULTS_FILE,
@@ -218,6 +222,7 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         summary,
         upload_files,
     )
+    from lth_tune.tune.tensorboard import TENSORBOARD_DIR
     from lth_tune.tune.trainable import NoRetryOnDivergence
 
     storage_path, exp_dir = experiment_dir(study, storage)
@@ -231,6 +236,8 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         if remote:
             upload_files(exp_dir, remote, [STUDY_FILE])
 
+    if verbose < 2:  # "A new study created in memory", GridSampler's Study.stop outside optimize()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     started_here = not ray.is_initialized()
     if started_here:
         # address "local" always starts a fresh cluster for this sweep: without it ray.init() would
@@ -256,11 +263,12 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
                     failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
                     checkpoint_config=checkpoint_config(study),
                     callbacks=[table, NoRetryOnDivergence(), CSVLoggerCallback(), JsonLoggerCallback(),
-                               TBXLoggerCallback()],
+                               *view_callbacks(study, exp_dir, remote, verbose)],
                     verbose=verbose,
                 ),
             )
-        grid = tuner.fit()
+        with _env(**quiet_tune(verbose)):
+            grid = tuner.fit()
     finally:
         if started_here:
             ray.shutdown()
@@ -269,6 +277,58 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
     print(summary(df, study.search.metric, study.search.mode, list(study.search.space)))
     if errors:
         print(f"{errors} of {len(grid)} trials errored; reasons in {exp_dir / TRIALS_FILE}")
-    print(f"results: {exp_dir / RESULTS_FILE}{f' (mirrored to {remote})' if remote else ''}   "
-          f"TensorBoard: tensorboard --logdir {remote or Path(storage_path) / study.experiment_name}")
+    print(f"results: {exp_dir / RESULTS_FILE}{f' (mirrored to {remote})' if remote else ''}")
+    tb = exp_dir / TENSORBOARD_DIR
+    print(f"TensorBoard: tensorboard --logdir {_shell_path(tb)}"
+          f"{f' (mirrored to {join_uri(remote, TENSORBOARD_DIR)})' if remote else ''}")
     return SweepOutcome(exp_dir, df, len(grid), errors)
+
+
+def view_callbacks(study: StudyConfig, exp_dir: Path, remote: str | None, verbose: int) -> list:
+    """TensorBoard (always) and, without ``--verbose``, the progress display in place of Tune's tables."""
+    from lth_tune.tune.progress import ProgressDisplay, TrialLevels, levels_of
+    from lth_tune.tune.tensorboard import TENSORBOARD_DIR, RunNames, TensorBoardCallback
+
+    grid, (_, encoded) = study.search.grid(), search_space(study)
+    names = RunNames(grid, encoded)
+    views = [TensorBoardCallback(exp_dir, grid=grid, encoded=encoded, epsilon=study.verdict.epsilon,
+                                 confidence=study.verdict.confidence, metric=study.search.metric,
+                                 mirror=join_uri(remote, TENSORBOARD_DIR) if remote else None)]
+    if verbose == 0:
+        levels = [v + 1 for v in grid.get("pruning.levels", [])] or [levels_of(study.experiment)]
+        base = study.experiment.model_dump(mode="json")
+        views.append(ProgressDisplay(exp_dir, total_trials=num_samples(study), expected_levels=sum(levels) / len(levels),
+                                     metric=study.search.metric, mode=study.search.mode, name_of=names.trial,
+                                     trial_levels=TrialLevels(base, encoded)))
+    return views
+
+
+def quiet_tune(verbose: int) -> dict[str, str]:
+    """Environment for ``Tuner.fit``: no TBXLogger (TensorBoard is ours, so no "To visualize your results with
+    TensorBoard" hint either); at verbose 0 Tune's classic output engine, which prints nothing at that level (the
+    newer one prints its configuration box regardless), and no "snapshotting has been triggered multiple times"
+    warning, which small fast studies trigger. Variables the user set win."""
+    env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    if verbose == 0:
+        env.update(RAY_AIR_NEW_OUTPUT="0", TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
+    return {k: os.environ.get(k, v) for k, v in env.items()}
+
+
+@contextlib.contextmanager
+def _env(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _shell_path(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))

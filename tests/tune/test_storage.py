@@ -188,7 +188,9 @@ def test_sweep_on_s3_storage_and_resume_from_a_fresh_driver(s3_bucket, tmp_path,
              if f.type == pyarrow.fs.FileType.File]
     assert {"study.json", "results.csv", "trials.csv", "optuna.db", "tuner.pkl"} <= set(files)
     assert sum(f.endswith("/imp_state.pt") for f in files) == 2 * 2  # a checkpoint per trial per level
-    assert sum("events.out.tfevents" in f for f in files) == 2  # TensorBoard, one file per trial
+    tensorboard = sorted(f.split("/")[1] for f in files if f.startswith("tensorboard/") and "tfevents" in f)
+    assert sorted(set(tensorboard)) == ["lr=0.05", "lr=0.1"]  # TensorBoard, one run per trial, mirrored
+    assert not [f for f in files if "tfevents" in f and not f.startswith("tensorboard/")]  # none in trial dirs
     with fs.open_input_stream(f"{s3_bucket}/studies/s3study/results.csv") as f:
         remote = pd.read_csv(f)
     pd.testing.assert_frame_equal(remote, outcome.results)

@@ -43,20 +43,23 @@ def test_sweep_writes_results_tensorboard_and_summary(tmp_path, data_root, capsy
         (0.01, 0.0), (0.01, 0.01), (0.1, 0.0), (0.1, 0.01)]
     study = __import__("json").loads((exp / "study.json").read_text())
     assert study["grid_size"] == 4
-    # TensorBoard: one event file per trial with per-level scalars and hparams
+    # TensorBoard: <experiment>/tensorboard, one run per trial named by its searched values, step = level, no
+    # Tune internals, an HParams session per run; nothing in Tune's trial directories
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    trial_dirs = [d for d in exp.iterdir() if d.is_dir() and d.name.startswith("trial_")]
-    assert len(trial_dirs) == 4
-    for d in trial_dirs:
+    tb = exp / "tensorboard"
+    assert sorted(d.name for d in tb.iterdir()) == ["lam=0 lr=0.01", "lam=0 lr=0.1", "lam=0.01 lr=0.01",
+                                                    "lam=0.01 lr=0.1"]  # the study file's key order
+    for d in tb.iterdir():
         acc = EventAccumulator(str(d))
         acc.Reload()
         tags = acc.Tags()["scalars"]
-        assert any(t.endswith("test_acc") for t in tags)
-        tag = next(t for t in tags if t.endswith("test_acc"))
-        assert len(acc.Scalars(tag)) == 3
-        hparams_files = list(d.rglob("events.out.tfevents*"))
-        assert any(b"hparams" in f.read_bytes() for f in hparams_files)
+        assert {"accuracy/test", "accuracy/val", "loss/train", "ticket/density", "ticket/dist_init"} <= set(tags)
+        assert not any(t.startswith("ray/") or "iteration" in t for t in tags)
+        assert [e.step for e in acc.Scalars("ticket/density")] == [0, 1, 2]
+        assert any(b"_hparams_/session_start_info" in f.read_bytes() for f in d.glob("events.out.tfevents*"))
+    assert not list(exp.glob("trial_*/events.out.tfevents*"))
+    assert f"TensorBoard: tensorboard --logdir {tb}" in out
     assert_each_trial_matches_uninterrupted_run(df, path, KEYS)
 
 
@@ -125,3 +128,12 @@ def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_pat
     assert len(merged) == len(before)
     assert (merged["test_acc_before"] == merged["test_acc"]).all()
     assert_each_trial_matches_uninterrupted_run(df, path, KEYS)
+    # TensorBoard written live by both drivers, then rewritten from results.csv: every level once per run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted((exp / "tensorboard").iterdir())
+    assert len(runs) == 4
+    for d in runs:
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("accuracy/test")] == [0, 1, 2, 3]
