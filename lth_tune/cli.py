@@ -1,4 +1,4 @@
-"""Command line: ``lth-tune validate|sweep|analyze|report|flatness``.
+"""Command line: ``lth-tune validate|plan|sweep|analyze|report|flatness``.
 
 The top floor: the only module of ``lth_tune`` that imports ``analysis`` (to draw a sweep's figures and for
 ``analyze``). Bad input (malformed study file, unknown key, out-of-range value, missing dataset) is reported as one
@@ -47,11 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a study file (and overrides) without running anything")
     _add_study_args(p)
 
+    p = sub.add_parser("plan", help="what the study costs before it starts: trials, epochs, storage, device-hours")
+    _add_study_args(p)
+    p.add_argument("--epoch-seconds", type=float, default=None, metavar="S",
+                   help="seconds per training epoch on the target device (default: time the study's step here)")
+    p.add_argument("--device", default=None, help="device to time on (default: the study's experiment.device)")
+    p.add_argument("--devices", type=int, default=1, help="GPUs (or CPU trial slots) the study will run on")
+    p.add_argument("--per-device", type=int, default=None,
+                   help="trials packed per GPU (default: 1/resources.gpu)")
+    p.add_argument("--packing-gain", type=float, default=None,
+                   help="throughput of the packed trials relative to one (default: min(packing, 2.5), assumed)")
+    p.add_argument("--steps", type=int, default=20, help="training steps timed")
+
     p = sub.add_parser("sweep", help="run a study on Ray Tune with an Optuna sampler")
     _add_study_args(p)
     p.add_argument("--address", default=None, help="join a running Ray cluster (default: start a local one)")
     p.add_argument("--storage", default=None, help="experiment storage: a local/shared path or a URI (s3://, gs://)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument("--smoke", action="store_true",
+                   help="the study shrunk to one grid point, one epoch and one level: checks it end to end in minutes")
     p.add_argument("--verbose", dest="verbose", action="store_const", const=1, default=0,
                    help="Tune's full trial tables instead of the one live progress block")
     p.add_argument("-v", "--verbosity", dest="verbose", type=int, choices=(0, 1, 2), default=0,
@@ -91,10 +105,28 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from lth_tune.runs.plan import plan_study
+
+    study = load_study(args.study, args.overrides)
+    if args.devices < 1 or (args.per_device is not None and args.per_device < 1):
+        raise StudyError("plan: --devices and --per-device must be at least 1")
+    plan = plan_study(study, epoch_seconds=args.epoch_seconds, device=args.device, gpus=args.devices,
+                      per_gpu=args.per_device, packing_gain=args.packing_gain, steps=args.steps)
+    print(plan.report())
+    return 0
+
+
 def cmd_sweep(args) -> int:
+    from lth_tune.runs.plan import plan_study
     from lth_tune.tune.sweep import run_sweep
 
     study = load_study(args.study, args.overrides)
+    if args.smoke:
+        import torch
+
+        study = study.smoke(gpus_available=torch.cuda.is_available())
+    print(plan_study(study, time_it=False).summary_line() + f"  (lth-tune plan {args.study} adds time estimates)")
     outcome = run_sweep(study, address=args.address, storage=args.storage, resume=args.resume,
                         source=str(Path(args.study).resolve()), verbose=args.verbose)
     if not outcome.results.empty:
@@ -176,8 +208,8 @@ def flatness_of_checkpoint(checkpoint: str | Path, *, out: str | Path | None = N
     return metrics
 
 
-COMMANDS = {"validate": cmd_validate, "sweep": cmd_sweep, "analyze": cmd_analyze, "report": cmd_report,
-            "flatness": cmd_flatness}
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "sweep": cmd_sweep, "analyze": cmd_analyze,
+            "report": cmd_report, "flatness": cmd_flatness}
 
 
 def main(argv: list[str] | None = None) -> int:

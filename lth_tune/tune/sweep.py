@@ -52,28 +52,24 @@ def experiment_dir(study: StudyConfig, storage: str | None) -> tuple[str, Path]:
 
 
 def prepare_data(study: StudyConfig) -> None:
-    """Fail before any cluster starts if the dataset is missing; generate/cache MNIST-1D once here."""
+    """Fail before any cluster starts if a dataset of the study (every one its grid declares) is missing;
+    generate and cache every MNIST-1D size here, once, before the trials read the cache."""
     from lth_tune.data import DatasetNotFoundError, dataset_available, load_dataset
 
     d = study.experiment.data
-    if d.dataset == "mnist1d":  # every size the grid declares, generated once before the trials read the cache
-        sizes = study.search.grid().get("data.num_samples", [d.num_samples])
-        for size in sizes:
-            if size is not None and size >= 100_000:
-                print(f"generating MNIST-1D with {size} training examples (once; cached under the data root)")
-            load_dataset("mnist1d", root=d.root, val_fraction=0.0, device="cpu", num_samples=size)
-        return
-    if dataset_available(d.dataset, d.root):
-        return
-    if not d.download:
-        try:  # produces the DatasetNotFoundError message that says where to put the files
-            load_dataset(d.dataset, root=d.root, download=False, device="cpu")
+    for name in study.search.grid().get("data.dataset", [d.dataset]):
+        if name == "mnist1d":
+            for size in study.search.grid().get("data.num_samples", [d.num_samples]):
+                if size is not None and size >= 100_000:
+                    print(f"generating MNIST-1D with {size} training examples (once; cached under the data root)")
+                load_dataset("mnist1d", root=d.root, val_fraction=0.0, device="cpu", num_samples=size)
+            continue
+        if dataset_available(name, d.root):
+            continue
+        try:  # without download: the DatasetNotFoundError message says where to put the files
+            load_dataset(name, root=d.root, download=d.download, val_fraction=0.0, device="cpu")
         except DatasetNotFoundError as err:
             raise StudyError(f"experiment.data.dataset: {err}") from None
-    try:
-        load_dataset(d.dataset, root=d.root, download=True, val_fraction=0.0, device="cpu")
-    except DatasetNotFoundError as err:
-        raise StudyError(f"experiment.data.dataset: {err}") from None
 
 
 def search_space(study: StudyConfig) -> tuple[dict[str, Any], dict[str, list]]:
@@ -145,23 +141,13 @@ def checkpoint_config(study: StudyConfig):
     from lth_tune.runs import checkpoints_to_keep
     from lth_tune.tune.trainable import CHECKPOINT_SCORE
 
-    keep = max(checkpoints_to_keep(study.experiment.with_params(point)) for point in grid_points(study.search))
+    keep = max(checkpoints_to_keep(study.experiment.with_params(point)) for point in study.search.points())
     return tune.CheckpointConfig(num_to_keep=keep + 1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                                  checkpoint_score_order="max")
 
 
-def grid_points(search) -> list[dict[str, Any]]:
-    """Every point of the declared grid (keys with a single value are fixed)."""
-    grid = search.grid()
-    points = [{}]
-    for key, values in grid.items():
-        points = [{**p, key: v} for p in points for v in values]
-    return points
-
-
 def num_samples(study: StudyConfig) -> int:
-    n = study.search.trials()
-    return min(n, study.search.grid_size()) if study.search.sampler == "grid" else n
+    return study.search.trials_to_run()
 
 
 def write_study(study: StudyConfig, exp_dir: Path, source: str | None) -> None:
