@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.common import markdown_table, save
-from lth_tune.stats import Interval, compare, mean_ci, paired_difference
+from lth_tune.stats import Interval, compare, mean_ci, paired_difference, winning_level
 
 __all__ = ["configurations", "control_table", "instability_table", "run_ticket_analyses", "verdict_table"]
 
@@ -73,13 +73,8 @@ def verdict_table(study: dict, df: pd.DataFrame, *, epsilon: float, confidence: 
         dense = _per_seed(dense_rows, dense_rows["_seed"])
         row: dict[str, Any] = {"configuration": config, "seeds": len(dense),
                                "dense_acc": mean_ci(list(dense.values()), confidence)}
-        winning, drops = None, {}
-        for level in sorted(tickets["level"].unique()):
-            lv = tickets[tickets["level"] == level]
-            acc = _per_seed(lv, lv["_seed"])
-            drops[level] = paired_difference(dense, acc, confidence)
-            if level > 0 and drops[level].n and drops[level].mean <= epsilon:
-                winning = level
+        by_level = {int(level): _per_seed(lv, lv["_seed"]) for level, lv in tickets.groupby("level")}
+        winning, drops = winning_level(dense, by_level, epsilon, confidence)
         deepest = int(tickets["level"].max()) if len(tickets) else 0
         row["sparsest_level"] = deepest
         row["sparsest_density"] = float(tickets.loc[tickets["level"] == deepest, "density"].mean())

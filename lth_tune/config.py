@@ -484,8 +484,9 @@ class OutputConfig(_Strict):
 
 
 class VerdictConfig(_Strict):
-    """How ``lth-tune analyze`` and the report judge winning tickets (paper 000 §3.3: a subnetwork is a
-    winning ticket when its test accuracy is close to the whole network's)."""
+    """How winning tickets are judged — by ``lth-tune analyze``, the report and TensorBoard's HParams verdict
+    (:func:`lth_tune.stats.winning_level`; paper 000 §3.3: a subnetwork is a winning ticket when its test
+    accuracy is close to the whole network's)."""
 
     epsilon: float = Field(0.01, ge=0.0, lt=1.0,
                            description="a level is winning when the mean test-accuracy drop from dense is ≤ ε")
