@@ -19,7 +19,8 @@ def load_experiment(exp_dir: str | Path) -> tuple[dict, pd.DataFrame]:
         raise FileNotFoundError(f"{exp_dir}: not an lth-tune experiment (no study.json)")
     if not results_path.is_file():
         raise FileNotFoundError(f"{exp_dir}: no results.csv yet")
-    return json.loads(study_path.read_text()), pd.read_csv(results_path)
+    # .copy() consolidates the column blocks read_csv makes (one per column here): later assigns stay fast
+    return json.loads(study_path.read_text()), pd.read_csv(results_path).copy()
 
 
 def tickets_only(df: pd.DataFrame) -> pd.DataFrame:

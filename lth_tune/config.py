@@ -78,11 +78,17 @@ class DataConfig(_Strict):
         return self
 
 
+MODEL_OPTIONS = ("widths", "width", "depth", "batchnorm", "residual")
+
+
 class ModelConfig(_Strict):
     name: ModelName = Field("mlp", description="a model of the registry (table Models below)")
     widths: list[int] | None = Field(
         None, description="hidden widths of mlp, e.g. [1000, 1000, 1000] (paper 004 MNIST)")
-    width: int | None = Field(None, gt=0, description="channels of conv1d / base width of resnet20 and vgg16")
+    width: int | None = Field(None, gt=0, description="channels of conv1d / base width of resnet20, resnet1d, vgg16")
+    depth: int | None = Field(None, gt=0, description="resnet1d: 6·blocks + 2 layers (8, 14, 20, ...)")
+    batchnorm: bool | None = Field(None, description="resnet1d: BatchNorm after every convolution (default true)")
+    residual: bool | None = Field(None, description="resnet1d: residual shortcuts (default true)")
 
     @field_validator("widths")
     @classmethod
@@ -91,10 +97,14 @@ class ModelConfig(_Strict):
             raise ValueError("every width must be a positive integer")
         return v
 
+    def options(self) -> dict[str, Any]:
+        """The size options given (for ``lth_tune.models.build_model``)."""
+        return {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None}
+
     @model_validator(mode="after")
     def _options(self):
         takes = MODELS[self.name].options
-        for option in ("widths", "width"):
+        for option in MODEL_OPTIONS:
             if getattr(self, option) is not None and option not in takes:
                 allowed = ", ".join(takes) or "no size option"
                 raise ValueError(f"model {self.name!r} does not take {option} (it takes: {allowed}); "
@@ -115,6 +125,8 @@ class TrainConfig(_Strict):
     rho: float = Field(0.05, gt=0.0, description="SAM neighbourhood radius ρ (Foret et al. 2021)")
     adaptive: bool = Field(False, description="adaptive SAM (Kwon et al. 2021)")
     nvrm_b: float = Field(0.01, gt=0.0, description="NVRM noise scale b (Xie et al. 2021)")
+    warmup_iterations: int = Field(0, ge=0, description="linear learning-rate warm-up over the first k iterations of "
+                                   "every training (Frankle et al. 2020's remedy for the large learning rate)")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 = forward/backward under bfloat16 autocast (weights, masks, updates stay fp32)")
     channels_last: bool | None = Field(None, description="channels-last memory format; None = on for 2-D conv nets")

@@ -19,6 +19,7 @@ from .lenet import LeNet5, lenet5
 from .mlp import MLP, lenet_300_100, mlp
 from .modes import eval_mode, model_device
 from .resnet import CifarResNet, resnet20
+from .resnet1d import ResNet1d, resnet1d
 from .vgg import CifarVGG, vgg16
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -43,6 +44,9 @@ MODELS: dict[str, ModelSpec] = {
     "lenet_300_100": ModelSpec(lenet_300_100, (), "LeNet-300-100 (Frankle & Carbin 2019, MNIST)", mlp=True),
     "lenet5": ModelSpec(lenet5, (), "LeNet-5 (paper 004, Fashion-MNIST)"),
     "resnet20": ModelSpec(resnet20, ("width",), "ResNet-20, OpenLTH cifar_resnet_20 (base width 16)"),
+    "resnet1d": ModelSpec(resnet1d, ("width", "depth", "batchnorm", "residual"),
+                          "1-D ResNet for MNIST-1D with ResNet-20's structure (width 16, depth 6·blocks+2 = 8, "
+                          "batchnorm and residual switchable)"),
     "vgg16": ModelSpec(vgg16, ("width",), "VGG-16, OpenLTH cifar_vgg_16 (width 64 scales every layer)"),
 }
 
@@ -89,6 +93,7 @@ __all__ = [
     "Conv1dNet",
     "LeNet5",
     "ModelSpec",
+    "ResNet1d",
     "build_model",
     "count_parameters",
     "eval_mode",

@@ -251,7 +251,7 @@ class IMPRun:
             augment=self.data.augment, regularizer=Regularizer(reg.kind, reg.lam, theta_init),
             on_iteration=on_iteration,
             autocast_dtype=torch.bfloat16 if t.precision == "bf16" else None,
-            channels_last=uses_channels_last(self.cfg, model),
+            channels_last=uses_channels_last(self.cfg, model), warmup_iterations=t.warmup_iterations,
         )
 
     def _measure(self, model: nn.Module, theta_init: dict[str, torch.Tensor], level: int,

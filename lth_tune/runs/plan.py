@@ -158,7 +158,7 @@ def train_size(cfg: ExperimentConfig) -> int:
 def _model(cfg: ExperimentConfig) -> torch.nn.Module:
     spec = DATASETS[cfg.data.dataset]
     return build_model(cfg.model.name, input_shape=spec.input_shape, num_classes=spec.num_classes,
-                       widths=cfg.model.widths, width=cfg.model.width)
+                       **cfg.model.options())
 
 
 def trial_work(cfg: ExperimentConfig, *, params: int | None = None, prunable: int | None = None) -> TrialWork:
@@ -276,7 +276,7 @@ def plan_study(study: StudyConfig, *, epoch_seconds: float | None = None, device
     cache: dict[tuple, tuple[int, int]] = {}
     for point in points:
         cfg = study.experiment.with_params(point)
-        key = (cfg.model.name, str(cfg.model.widths), cfg.model.width, cfg.data.dataset)
+        key = (cfg.model.name, str(cfg.model.options()), cfg.data.dataset)
         if key not in cache:
             m = _model(cfg)
             cache[key] = (count_parameters(m), sum(x.weight.numel() for _, x in prunable_layers(m)))

@@ -60,7 +60,7 @@ def init_model(cfg: ExperimentConfig, data: DataBundle, device: torch.device | s
     with fork_rng(derived_seed(cfg.seed, *purpose)):
         model = build_model(
             cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
-            widths=cfg.model.widths, width=cfg.model.width,
+            **cfg.model.options(),
         )
     return model.to(device)
 

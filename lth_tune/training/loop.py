@@ -48,8 +48,11 @@ def train_epochs(
     on_iteration: Callable[[int], None] | None = None,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    warmup_iterations: int = 0,
 ) -> float:
-    """SGD-style training with a milestone schedule (lr ×γ at each epoch in ``milestones``).
+    """SGD-style training with a milestone schedule (lr ×γ at each epoch in ``milestones``) and an optional
+    linear warm-up: iteration t (1-based) of the first ``warmup_iterations`` uses lr × t / warmup_iterations
+    (Goyal et al. 2017; Frankle et al. 2020 rescue large learning rates with it).
 
     ``on_iteration(t)`` is called after iteration t (1-based) — IMP uses it to take the rewind snapshot.
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs forward/backward under autocast; ``channels_last``
@@ -74,7 +77,15 @@ def train_epochs(
                     loss = loss + regularizer(model)
                 return loss
 
-            loss = stepper.step(closure)
+            if iteration < warmup_iterations:
+                scheduled = [g["lr"] for g in stepper.optimizer.param_groups]
+                for g in stepper.optimizer.param_groups:
+                    g["lr"] *= (iteration + 1) / warmup_iterations
+                loss = stepper.step(closure)
+                for g, lr in zip(stepper.optimizer.param_groups, scheduled):
+                    g["lr"] = lr  # the milestone schedule keeps its own value
+            else:
+                loss = stepper.step(closure)
             iteration += 1
             total, count = total.to(loss.device) + loss * len(y), count + len(y)
             if on_iteration is not None:

@@ -13,6 +13,7 @@ INPUTS = {
     "lenet5": (1, 28, 28),
     "resnet20": (3, 32, 32),
     "vgg16": (3, 32, 32),
+    "resnet1d": (1, 40),
 }
 
 
@@ -24,6 +25,10 @@ INPUTS = {
         ("lenet_300_100", {}, 266_610),
         ("lenet5", {}, 61_706),
         ("conv1d", {}, 5_210),  # mnist1d ConvBase: 150 + 1900 + 1900 + 1260
+        # stem 48+32, blocks 1600 / 5312 (with its k1 shortcut) / 20864, fc 650
+        ("resnet1d", {}, 80 + 1600 + 5312 + 20864 + 650),
+        # no BN (convs get biases), no shortcuts: 64 + 1568 + 4672 + 18560 + 650
+        ("resnet1d", {"batchnorm": False, "residual": False}, 64 + 1568 + 4672 + 18560 + 650),
         ("mlp", {}, 784 * 100 + 100 + 100 * 100 + 100 + 1010),
         ("mlp", {"widths": [1000, 1000, 1000]}, 785_000 + 2 * 1_001_000 + 10_010),  # paper 004 MNIST MLP
     ],

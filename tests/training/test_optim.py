@@ -107,3 +107,24 @@ def test_sam_updates_batchnorm_statistics_once_per_step():
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="sgd, sam, nvrm"):
         make_stepper("adam", nn.Linear(2, 2), lr=0.1)
+
+
+def test_linear_warmup_scales_the_first_steps_and_leaves_the_schedule():
+    """Iteration t of the warm-up uses lr·t/k; afterwards (and for the milestone schedule) the lr is unchanged."""
+    from lth_tune.data import Split
+    from lth_tune.training import train_epochs
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    stepper = make_stepper("sgd", model, lr=0.1)
+    seen = []
+    real = stepper.step
+
+    def spy(closure):
+        seen.append(stepper.optimizer.param_groups[0]["lr"])
+        return real(closure)
+
+    stepper.step = spy
+    split = Split(torch.randn(40, 3), torch.randint(0, 2, (40,)))
+    train_epochs(model, split, stepper, epochs=2, batch_size=10, milestones=[1], gamma=0.5, warmup_iterations=4)
+    assert seen == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.05, 0.05, 0.05, 0.05])
