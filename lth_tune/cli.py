@@ -1,4 +1,4 @@
-"""Command line: ``lth-tune validate|plan|sweep|analyze|report|flatness``.
+"""Command line: ``lth-tune validate|plan|sweep|analyze|report|flatness|rehearse``.
 
 The top floor: the only module of ``lth_tune`` that imports ``analysis`` (to draw a sweep's figures and for
 ``analyze``). Bad input (malformed study file, unknown key, out-of-range value, missing dataset) is reported as one
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run a study on Ray Tune with an Optuna sampler")
     _add_study_args(p)
-    p.add_argument("--address", default=None, help="join a running Ray cluster (default: start a local one)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster, e.g. auto (default: the job's cluster "
+                   "under `ray job submit`, else a new local one)")
     p.add_argument("--storage", default=None, help="experiment storage: a local/shared path or a URI (s3://, gs://)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     p.add_argument("--smoke", action="store_true",
@@ -70,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Tune's full trial tables instead of the one live progress block")
     p.add_argument("-v", "--verbosity", dest="verbose", type=int, choices=(0, 1, 2), default=0,
                    help="0 (default) the progress block, 1 = --verbose, 2 also the trials' own logs")
+
+    p = sub.add_parser("rehearse", help="a cluster file's node types on a local autoscaling cluster (no cloud): "
+                       "scheduling, GPU packing, storage, release of idle workers")
+    p.add_argument("cluster", help="cluster file, e.g. cluster.yaml or cluster-gcp.yaml")
+    p.add_argument("--study", default=None, help="take resources and max_failures from this study "
+                   "(default: search_spaces/paper/l2init_resnet20_cifar10.yaml)")
+    p.add_argument("--trials", type=int, default=12, help="trials of the tiny MNIST-1D rehearsal study, all at once")
+    p.add_argument("--storage", default="moto", help="moto (an S3 server on loopback, the default), a directory "
+                   "or a URI")
+    p.add_argument("--idle-timeout-s", type=float, default=6.0, help="idle timeout of the rehearsal's workers")
+    p.add_argument("--workdir", default=None, help="where the study, its data and the driver's log go")
 
     p = sub.add_parser("analyze", help="tables, figures and certified selection for finished experiments")
     p.add_argument("experiments", nargs="+", help="experiment directories (each with study.json and results.csv); "
@@ -127,11 +139,30 @@ def cmd_sweep(args) -> int:
 
         study = study.smoke(gpus_available=torch.cuda.is_available())
     print(plan_study(study, time_it=False).summary_line() + f"  (lth-tune plan {args.study} adds time estimates)")
-    outcome = run_sweep(study, address=args.address, storage=args.storage, resume=args.resume,
+    outcome = run_sweep(study, address=args.address or job_address(), storage=args.storage, resume=args.resume,
                         source=str(Path(args.study).resolve()), verbose=args.verbose)
     if not outcome.results.empty:
         write_findings(outcome.experiment_dir)
     return 1 if outcome.num_trials and outcome.num_errors == outcome.num_trials else 0
+
+
+def job_address() -> str | None:
+    """The cluster of a ``ray job submit`` entrypoint: Ray's job supervisor puts its address in RAY_ADDRESS (and
+    the job's config in RAY_JOB_CONFIG_JSON_ENV_VAR); anywhere else a sweep without --address starts its own."""
+    import os
+
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        return None
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def cmd_rehearse(args) -> int:
+    from lth_tune.tune.rehearsal import rehearse
+
+    report = rehearse(args.cluster, study=args.study, trials=args.trials, storage=args.storage,
+                      idle_timeout_s=args.idle_timeout_s, workdir=args.workdir)
+    print(report.text())
+    return 0 if report.ok else 1
 
 
 def write_findings(exp_dir: Path) -> None:
@@ -209,7 +240,7 @@ def flatness_of_checkpoint(checkpoint: str | Path, *, out: str | Path | None = N
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "sweep": cmd_sweep, "analyze": cmd_analyze,
-            "report": cmd_report, "flatness": cmd_flatness}
+            "report": cmd_report, "flatness": cmd_flatness, "rehearse": cmd_rehearse}
 
 
 def main(argv: list[str] | None = None) -> int:
