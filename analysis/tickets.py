@@ -161,7 +161,9 @@ def verdict_sentence(row: pd.Series, epsilon: float) -> str:
     drop = row["winning_drop"]
     text = (f"{row['configuration']}: winning down to density {row['winning_density']:.3f} (level "
             f"{int(row['winning_level'])}, drop {_cell(drop)}")
-    if isinstance(drop, Interval) and drop.high > epsilon:
+    if isinstance(drop, Interval) and drop.n < 2:
+        text += "; one seed, so no interval"
+    elif isinstance(drop, Interval) and drop.high > epsilon:
         text += f"; by the mean only: the interval reaches {drop.high:.3f} > ε"
     text += ")"
     if row["control_level"] is not None and not pd.isna(row["control_level"]):
