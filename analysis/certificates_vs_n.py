@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, NullLocator
 import pandas as pd
 
 from analysis.common import markdown_table, save, tickets_only
@@ -68,8 +69,12 @@ def figure(table: pd.DataFrame, out: Path) -> Path:
     axes[1].set_ylabel("KL(Q‖P) / n")
     axes[1].set_yscale("log")
     axes[1].set_title("KL per bound-set example", fontsize=9)
+    sizes = sorted(table["n"].unique())
     for ax in axes:
         ax.set_xscale("log")
+        ax.set_xticks(sizes)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("n (bound-set examples)")
         ax.legend(fontsize=6)
     k = int(table["K"].max())
