@@ -1,13 +1,23 @@
 """Batched data augmentation on whole tensors (no PIL, no per-example Python loop).
 
 Random draws always come from a CPU generator and are then moved to the data's device, so a seeded
-run augments identically on CPU and CUDA.
+run augments identically on CPU and CUDA. On CUDA they travel through pinned memory with non-blocking copies
+(:func:`to_device`): a training step never waits for the GPU to finish the previous one.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (a small CPU tensor of random draws) on ``device`` without a host-device synchronisation: a CUDA copy
+    from pageable memory waits for every kernel queued before it, a copy from pinned memory does not (the caching
+    host allocator keeps the pinned block alive until the copy has run)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _check_images(x: torch.Tensor) -> None:
@@ -44,7 +54,7 @@ def random_crop_flip(
         cols = torch.where(mirror[:, None], cols.flip(1), cols)
     cols = dx[:, None] + cols
     device = x.device
-    rows, cols = rows.to(device), cols.to(device)
+    rows, cols = to_device(rows, device), to_device(cols, device)
     padded = F.pad(x, (padding, padding, padding, padding)) if padding > 0 else x
     # two gathers (rows, then columns) on the padded batch: no per-example Python code
     picked_rows = padded.gather(2, rows[:, None, :, None].expand(n, c, h, padded.shape[3]))
@@ -54,5 +64,5 @@ def random_crop_flip(
 def random_flip(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2 (one draw per example)."""
     _check_images(x)
-    mirror = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    mirror = to_device(torch.rand(x.shape[0], generator=generator) < 0.5, x.device)
     return torch.where(mirror[:, None, None, None], x.flip(-1), x)

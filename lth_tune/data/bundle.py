@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lth_tune.data.augment import random_crop_flip
+from lth_tune.data.augment import random_crop_flip, to_device
 
 Index = torch.Tensor | Sequence[int] | slice
 
@@ -92,7 +92,7 @@ def batches(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     n = len(split)
     stop = n - n % batch_size if drop_last else n
-    order = torch.randperm(n, generator=generator).to(split.device) if shuffle else None
+    order = to_device(torch.randperm(n, generator=generator), split.device) if shuffle else None
     for start in range(0, stop, batch_size):
         if order is None:
             x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]

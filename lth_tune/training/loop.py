@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -61,17 +62,19 @@ def train_epochs(
     """
     scheduler = torch.optim.lr_scheduler.MultiStepLR(stepper.optimizer, milestones=list(milestones), gamma=gamma)
     model.train()
+    if regularizer is not None and not getattr(regularizer, "active", True):
+        regularizer = None  # λ = 0 or kind none: not even a "+ 0.0" per step
     iteration, last = 0, math.nan
     for _epoch in range(epochs):
-        total, count = torch.zeros(()), 0
+        losses, sizes = [], []  # summed once per epoch: no extra kernel per step
         for x, y in batches(split, batch_size, generator=generator, shuffle=True, augment=augment):
 
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
 
             def closure(x=x, y=y):
-                with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
+                with (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                      else contextlib.nullcontext()):
                     loss = F.cross_entropy(model(x), y)
                 if regularizer is not None:
                     loss = loss + regularizer(model)
@@ -87,11 +90,13 @@ def train_epochs(
             else:
                 loss = stepper.step(closure)
             iteration += 1
-            total, count = total.to(loss.device) + loss * len(y), count + len(y)
+            losses.append(loss)
+            sizes.append(len(y))
             if on_iteration is not None:
                 on_iteration(iteration)
         scheduler.step()
-        last = total.item() / max(count, 1)  # one device sync per epoch, not per step
+        values = torch.stack(losses).tolist() if losses else []  # one device sync per epoch, not per step
+        last = sum(v * n for v, n in zip(values, sizes)) / max(sum(sizes), 1)
         if not math.isfinite(last):
             raise DivergedError(f"training loss is {last} in epoch {_epoch + 1}: lower the learning rate")
     return last

@@ -98,6 +98,7 @@ class ProgressDisplay(tune.Callback):
         self._last_print = -math.inf
         self._last_state: tuple = ()
         self._finished = False
+        self._checked_restored = False
 
     # ------------------------------------------------------------------ Tune hooks
     def setup(self, **info):
@@ -131,6 +132,20 @@ class ProgressDisplay(tune.Callback):
                 self._planned[trial_id] = int(self.trial_levels(config))
             except Exception:  # noqa: BLE001 - a display estimate; fall back to the study's
                 self._planned[trial_id] = round(self.expected_levels)
+
+    def on_step_begin(self, iteration, trials, **info):
+        """Once, on the first step: forget trials of ``results.csv`` that Tune does not know (a crashed driver's
+        trials asked for again under new ids, as ``ResultsTable`` does), so their levels are not counted twice."""
+        if self._checked_restored:
+            return
+        self._checked_restored = True
+        known = {t.trial_id for t in trials}
+        if not known:
+            return
+        for lost in set(self._levels) - known:
+            for table in (self._levels, self._latest, self._planned, self._status):
+                table.pop(lost, None)
+        self._done_at_start = self.levels_done
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if (result.get("branch") or TICKET) != TICKET or "level" not in result or result.get("diverged"):

@@ -1,7 +1,8 @@
 """The experiment's results table: one row per trial per level, written as results arrive.
 
 ``ResultsTable`` is a Tune callback on the driver. It rewrites ``results.csv`` atomically after every
-reported step, keyed by (trial_id, level, branch) — branch ``ticket`` for IMP levels and PBP stages,
+reported step (from rows formatted once as they arrive, :class:`CsvRows`: about a millisecond at 800 rows),
+keyed by (trial_id, level, branch) — branch ``ticket`` for IMP levels and PBP stages,
 ``reinit``/``random_prune`` for lottery-ticket controls — so a trial restored from a checkpoint never produces
 duplicated rows, and it starts from the rows already on disk so a resumed experiment keeps everything
 computed before the interruption.
@@ -14,8 +15,11 @@ the mirrored copies (``download_missing``).
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
+import numbers
 import os
 import time
 from pathlib import Path
@@ -66,6 +70,71 @@ TICKET = "ticket"
 ROW_KEY = ["trial_id", "level", "branch"]
 
 
+def _cell(value: Any) -> str:
+    """One CSV field as ``DataFrame.to_csv`` writes it (None and NaN empty; floats by ``repr``; numpy scalars as
+    the Python numbers they hold), so ``pd.read_csv`` reads back the same values."""
+    if value is None:
+        return ""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return "" if math.isnan(value) else repr(float(value))
+    return str(value)
+
+
+class CsvRows:
+    """``results.csv`` written from rows each formatted once: a rewrite costs a sort and a join, not a DataFrame
+    (≈1 ms instead of ≈20 ms at 800 rows, and it happens before every experiment-state save). Columns are the
+    rows' keys in order of first arrival; a row formatted before a column existed gets empty fields for it. Rows
+    are ordered as :func:`order_rows` orders them."""
+
+    def __init__(self):
+        self.columns: list[str] = []
+        self._index: dict[str, int] = {}
+        self._lines: dict[tuple, tuple[int, str]] = {}  # row key -> (columns when formatted, formatted fields)
+
+    def put(self, key: tuple, row: dict[str, Any]) -> None:
+        for name in row:
+            if name not in self._index:
+                self._index[name] = len(self.columns)
+                self.columns.append(name)
+        fields = [""] * len(self.columns)
+        for name, value in row.items():
+            fields[self._index[name]] = _cell(value)
+        self._lines[key] = (len(self.columns), _join(fields))
+
+    def drop(self, keys) -> None:
+        for key in keys:
+            self._lines.pop(key, None)
+
+    def text(self) -> str:
+        n = len(self.columns)
+        order = sorted(self._lines, key=lambda k: (str(k[0]), k[1], k[2] == TICKET, k[2]))
+        lines = [_join(self.columns)]
+        for key in order:
+            width, line = self._lines[key]
+            lines.append(line + "," * (n - width))
+        return "\n".join(lines) + "\n"
+
+
+def _join(fields: list[str]) -> str:
+    if not any(c in f for f in fields for c in ',"\n\r'):
+        return ",".join(fields)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def with_branch(df: pd.DataFrame) -> pd.DataFrame:
     """Tables written before controls existed have no ``branch`` column: every row is a ticket row."""
     if "branch" not in df:
@@ -87,17 +156,19 @@ def order_rows(df: pd.DataFrame) -> pd.DataFrame:
 class ResultsTable(tune.Callback):
     """Maintains ``<experiment>/results.csv`` and per-trial status in ``trials.csv`` while Tune runs."""
 
-    def __init__(self, experiment_dir: str | Path, mirror: str | None = None, upload_every_s: float = 10.0):
+    def __init__(self, experiment_dir: str | Path, mirror: str | None = None, upload_every_s: float = 10.0,
+                 fast: bool = True):
         self.dir = Path(experiment_dir)
         self.mirror = mirror
         self.upload_every_s = upload_every_s
+        self.fast = fast  # CsvRows (each row formatted once) instead of a DataFrame per rewrite
         self._load()
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl: never carry stale rows
-        return {"dir": self.dir, "mirror": self.mirror, "upload_every_s": self.upload_every_s}
+        return {"dir": self.dir, "mirror": self.mirror, "upload_every_s": self.upload_every_s, "fast": self.fast}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"fast": True, **state})
         self._load()
 
     def setup(self, **info):
@@ -114,6 +185,9 @@ class ResultsTable(tune.Callback):
         if path.is_file():
             for row in with_branch(pd.read_csv(path)).to_dict("records"):
                 self.rows[(row["trial_id"], int(row["level"]), row["branch"])] = row
+        self._csv = CsvRows()
+        for key, row in self.rows.items():
+            self._csv.put(key, row)
         if (self.dir / TRIALS_FILE).is_file():
             for row in pd.read_csv(self.dir / TRIALS_FILE, keep_default_na=False).to_dict("records"):
                 self.status[row["trial_id"]] = row
@@ -130,9 +204,27 @@ class ResultsTable(tune.Callback):
         known = {t.trial_id for t in trials}
         ghosts = ({key[0] for key in self.rows} | set(self.status)) - known
         if ghosts:
+            self._csv.drop([k for k in self.rows if k[0] in ghosts])
             self.rows = {k: v for k, v in self.rows.items() if k[0] not in ghosts}
             self.status = {k: v for k, v in self.status.items() if k not in ghosts}
             self.flush(force=True)
+        if known or ghosts:  # a resumed experiment: list what lost or restarted trials finished, for adoption
+            self._list_adoptable({t.trial_id for t in trials
+                                  if getattr(t, "status", None) == "TERMINATED" or getattr(t, "checkpoint", None) is not None})
+
+    def _list_adoptable(self, skip: set[str]) -> None:
+        """``adoptable.json``: the newest checkpoint, by identity, of every trial directory but those of ``skip``
+        (finished trials, and trials Tune resumes from a checkpoint of its own): trials Tune does not know and trials
+        it restarts from scratch (:mod:`lth_tune.tune.adoption`); the trials that run their grid points continue
+        from there."""
+        from lth_tune.runs import RUNS
+        from lth_tune.tune.adoption import lost_checkpoints, write_adoptable
+
+        location = self.mirror or self.dir
+        try:
+            write_adoptable(location, lost_checkpoints(location, skip, sorted({c.CHECKPOINT_FILE for c in RUNS.values()})))
+        except OSError as err:  # storage trouble: the lost trials are recomputed, as before adoption existed
+            logger.warning("could not list the checkpoints of lost trials under %s: %s", location, err)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from lth_tune.tune.trainable import DIVERGED
@@ -142,7 +234,9 @@ class ResultsTable(tune.Callback):
             return
         row = result_row(trial.trial_id, str(trial), trial.config, result)
         row.setdefault("branch", TICKET)
-        self.rows[(trial.trial_id, int(result["level"]), row["branch"])] = row
+        key = (trial.trial_id, int(result["level"]), row["branch"])
+        self.rows[key] = row
+        self._csv.put(key, row)
         done = sum(1 for key in self.rows if key[0] == trial.trial_id and key[2] == TICKET)
         self.status[trial.trial_id] = {"trial_id": trial.trial_id, "trial_name": str(trial),
                                        "status": "RUNNING", "levels": done, "error": ""}
@@ -166,11 +260,23 @@ class ResultsTable(tune.Callback):
         return order_rows(pd.DataFrame(list(self.rows.values())))
 
     def flush(self, force: bool = False) -> None:
+        """Write the tables; mirror them (at most every ``upload_every_s`` seconds unless ``force``)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.rows:
+        if self.rows and self.fast:
+            write_text_atomic(self._csv.text(), self.dir / RESULTS_FILE)
+        elif self.rows:
             write_csv_atomic(self.frame(), self.dir / RESULTS_FILE)
-        if self.status:
+        else:  # every row belonged to trials Tune no longer knows
+            (self.dir / RESULTS_FILE).unlink(missing_ok=True)
+        if self.status and self.fast:
+            statuses = CsvRows()
+            for i, row in enumerate(self.status.values()):
+                statuses.put(("", i, ""), row)  # in the order trials first reported
+            write_text_atomic(statuses.text(), self.dir / TRIALS_FILE)
+        elif self.status:
             write_csv_atomic(pd.DataFrame(list(self.status.values())), self.dir / TRIALS_FILE)
+        else:
+            (self.dir / TRIALS_FILE).unlink(missing_ok=True)
         if self.mirror and (force or time.monotonic() - self._uploaded >= self.upload_every_s):
             try:
                 upload_files(self.dir, self.mirror, [RESULTS_FILE, TRIALS_FILE, OPTUNA_DB])

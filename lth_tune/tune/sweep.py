@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,34 @@ class SweepOutcome:
     results: pd.DataFrame
     num_trials: int
     num_errors: int
+    #: seconds spent in each phase of :func:`run_sweep` (``start``: checks, data and Ray start-up; ``fit``:
+    #: ``Tuner.fit``; ``end``: ``ray.shutdown`` and the summary; ``total``)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How a sweep drives Ray Tune. No choice here changes a number in ``results.csv`` or a guarantee (resume,
+    node loss, driver loss); they change the study's overhead over its level compute, which
+    ``bench/study_overhead.py`` measures for :data:`ENGINE` and :data:`PREVIOUS_ENGINE` side by side.
+
+    ``reuse_actors``: one trial process per concurrent trial, reset between trials (``TuneConfig.reuse_actors``)
+    instead of a new process (≈3 s of start-up) per trial. ``fast_tables``: ``results.csv``/``trials.csv`` rewritten
+    after every result from rows formatted once (``results.CsvRows``, ≈1 ms at 800 rows) instead of through a
+    DataFrame (≈20 ms; before every experiment-state save too, which Tune forces every few checkpoints, while the
+    trials that reported wait for the driver). ``tensorboard_flush_each``: flush the TensorBoard
+    event file after every result instead of every 10 s.
+    """
+
+    reuse_actors: bool = True
+    fast_tables: bool = True
+    tensorboard_flush_each: bool = False
+
+
+#: the default
+ENGINE = Engine()
+#: the design before issue 13 (a process per trial, tables rewritten through pandas, TensorBoard flushed per result)
+PREVIOUS_ENGINE = Engine(reuse_actors=False, fast_tables=False, tensorboard_flush_each=True)
 
 
 def is_uri(path: str) -> bool:
@@ -117,7 +146,9 @@ def make_searcher(study: StudyConfig, exp_dir: Path | None = None):
     return ConcurrencyLimiter(searcher, max_concurrent=study.search.max_concurrent)
 
 
-def make_trainable(study: StudyConfig):
+def make_trainable(study: StudyConfig, adopt: str | None = None):
+    """The study's trainable with its resources; ``adopt``: the experiment's storage location on a resumed sweep,
+    where trials asked for again find the checkpoints of the trials a crashed driver lost."""
     from ray import tune
 
     from lth_tune.tune.trainable import run_trainable
@@ -128,7 +159,7 @@ def make_trainable(study: StudyConfig):
         base["data"]["root"] = str(Path(base["data"]["root"]).expanduser().resolve())
     r = study.resources
     fn = tune.with_parameters(run_trainable, base=base, encoded=encoded, threads=r.torch_threads,
-                              gpu_fraction=r.gpu if r.gpu < 1 else 0.0, metric=study.search.metric)
+                              gpu_fraction=r.gpu if r.gpu < 1 else 0.0, metric=study.search.metric, adopt=adopt)
     return tune.with_resources(fn, {"cpu": r.cpu, "gpu": r.gpu, **r.custom})
 
 
@@ -190,11 +221,16 @@ def check_resume(study: StudyConfig, exp_dir: Path, resume: bool) -> None:
 
 
 def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | None = None,
-              resume: bool = False, source: str | None = None, verbose: int = 0) -> SweepOutcome:
+              resume: bool = False, source: str | None = None, verbose: int = 0,
+              engine: Engine | None = None) -> SweepOutcome:
     """Validate data, start (or join) Ray, run the Tuner, write results.csv, print the summary.
 
     ``verbose``: 0 the progress display (:mod:`lth_tune.tune.progress`), 1 Tune's tables, 2 also the trials' logs.
-    TensorBoard goes to ``<experiment>/tensorboard`` (:mod:`lth_tune.tune.tensorboard`), not Tune's trial dirs."""
+    TensorBoard goes to ``<experiment>/tensorboard`` (:mod:`lth_tune.tune.tensorboard`), not Tune's trial dirs.
+    ``engine``: how Tune is driven (default :data:`ENGINE`; a resumed sweep keeps the trial-process reuse it started
+    with)."""
+    t_start = time.monotonic()
+    engine = engine or ENGINE
     import ray
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -231,8 +267,8 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=verbose > 1)
     try:
-        trainable = make_trainable(study)
-        table = ResultsTable(exp_dir, mirror=remote)
+        trainable = make_trainable(study, adopt=(remote or str(exp_dir)) if resume else None)
+        table = ResultsTable(exp_dir, mirror=remote, fast=engine.fast_tables)
         if resume:
             tuner = tune.Tuner.restore(remote or str(Path(storage_path) / study.experiment_name),
                                        trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -242,19 +278,21 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
                 tune_config=tune.TuneConfig(
                     search_alg=make_searcher(study, exp_dir), num_samples=num_samples(study),
                     metric=study.search.metric, mode=study.search.mode,
-                    trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                    trial_dirname_creator=lambda t: f"trial_{t.trial_id}", reuse_actors=engine.reuse_actors,
                 ),
                 run_config=tune.RunConfig(
                     name=study.experiment_name, storage_path=storage_path,
                     failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
                     checkpoint_config=checkpoint_config(study),
                     callbacks=[table, NoRetryOnDivergence(), CSVLoggerCallback(), JsonLoggerCallback(),
-                               *view_callbacks(study, exp_dir, remote, verbose)],
+                               *view_callbacks(study, exp_dir, remote, verbose, engine)],
                     verbose=verbose,
                 ),
             )
+        t_fit = time.monotonic()
         with _env(**quiet_tune(verbose)):
             grid = tuner.fit()
+        t_fitted = time.monotonic()
     finally:
         if started_here:
             ray.shutdown()
@@ -267,10 +305,12 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
     tb = exp_dir / TENSORBOARD_DIR
     print(f"TensorBoard: tensorboard --logdir {_shell_path(tb)}"
           f"{f' (mirrored to {join_uri(remote, TENSORBOARD_DIR)})' if remote else ''}")
-    return SweepOutcome(exp_dir, df, len(grid), errors)
+    t_end = time.monotonic()
+    timings = {"start": t_fit - t_start, "fit": t_fitted - t_fit, "end": t_end - t_fitted, "total": t_end - t_start}
+    return SweepOutcome(exp_dir, df, len(grid), errors, timings)
 
 
-def view_callbacks(study: StudyConfig, exp_dir: Path, remote: str | None, verbose: int) -> list:
+def view_callbacks(study: StudyConfig, exp_dir: Path, remote: str | None, verbose: int, engine: Engine = ENGINE) -> list:
     """TensorBoard (always) and, without ``--verbose``, the progress display in place of Tune's tables."""
     from lth_tune.tune.progress import ProgressDisplay, TrialLevels, levels_of
     from lth_tune.tune.tensorboard import TENSORBOARD_DIR, RunNames, TensorBoardCallback
@@ -279,7 +319,8 @@ def view_callbacks(study: StudyConfig, exp_dir: Path, remote: str | None, verbos
     names = RunNames(grid, encoded)
     views = [TensorBoardCallback(exp_dir, grid=grid, encoded=encoded, epsilon=study.verdict.epsilon,
                                  confidence=study.verdict.confidence, metric=study.search.metric,
-                                 mirror=join_uri(remote, TENSORBOARD_DIR) if remote else None)]
+                                 mirror=join_uri(remote, TENSORBOARD_DIR) if remote else None,
+                                 flush_each=engine.tensorboard_flush_each)]
     if verbose == 0:
         levels = [v + 1 for v in grid.get("pruning.levels", [])] or [levels_of(study.experiment)]
         base = study.experiment.model_dump(mode="json")

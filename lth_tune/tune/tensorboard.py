@@ -343,8 +343,9 @@ class TensorBoardCallback(tune.Callback):
 
     def __init__(self, experiment_dir: str | Path, *, grid: dict[str, list], encoded: dict[str, list] | None = None,
                  epsilon: float = 0.01, confidence: float = 0.95, metric: str | None = None,
-                 mirror: str | None = None, upload_every_s: float = 30.0):
+                 mirror: str | None = None, upload_every_s: float = 30.0, flush_each: bool = False):
         self.dir = Path(experiment_dir)
+        self.flush_each = flush_each
         self.grid, self.encoded = grid, encoded or {}
         self.epsilon, self.confidence, self.metric = epsilon, confidence, metric
         self.mirror, self.upload_every_s = mirror, upload_every_s
@@ -354,13 +355,13 @@ class TensorBoardCallback(tune.Callback):
     def tb_dir(self) -> Path:
         return self.dir / TENSORBOARD_DIR
 
-    _STATE = ("dir", "grid", "encoded", "epsilon", "confidence", "metric", "mirror", "upload_every_s")
+    _STATE = ("dir", "grid", "encoded", "epsilon", "confidence", "metric", "mirror", "upload_every_s", "flush_each")
 
     def __getstate__(self):  # Tune pickles callbacks into tuner.pkl: never writers or stale state
         return {k: getattr(self, k) for k in self._STATE}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"flush_each": False, **state})
         self._load()
 
     def setup(self, **info):
@@ -399,7 +400,8 @@ class TensorBoardCallback(tune.Callback):
             w = self._writers[run]
             for tag, value in scalars(result, branch).items():
                 w.add_scalar(tag, value, level)
-            w.flush()
+            if self.flush_each:  # otherwise the writer flushes every 10 s, on close and before a mirror upload
+                w.flush()
             self._written.add((run, level, branch))
         except OSError as err:  # TensorBoard is a view: a full disk must not end the study
             logger.warning("TensorBoard: could not write %s: %s", run, err)
@@ -437,6 +439,8 @@ class TensorBoardCallback(tune.Callback):
         from lth_tune.tune.results import upload_tree
 
         try:
+            for w in self._writers.values():
+                w.flush()
             upload_tree(self.tb_dir, self.mirror, replace=replace)
             self._uploaded = time.monotonic()
         except OSError as err:

@@ -3,6 +3,8 @@
 One Tune iteration is one runner step: one IMP level for ``experiment.kind: imp`` (level 0 = dense
 network), one PBP/PFT stage for ``kind: pbp``. Every report carries a checkpoint of the complete run state,
 so a retried or restored trial continues at the next step and reproduces the numbers of an uninterrupted run.
+A trial of a resumed sweep that Tune starts afresh first looks for the checkpoint of a trial with its identity that
+the crashed driver lost (:mod:`lth_tune.tune.adoption`) and continues from there.
 
 A trial whose training loss becomes NaN/inf (``DivergedError``) reports one last result carrying
 ``diverged`` (the reason, no checkpoint) and then fails; the driver callback ``NoRetryOnDivergence`` sees
@@ -12,8 +14,11 @@ diverge again at the same step. Node failures and other errors are still retried
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,8 @@ from ray import tune
 from lth_tune.config import ExperimentConfig
 from lth_tune.runs import RUNS, Run, read_checkpoint, write_checkpoint
 from lth_tune.training import DivergedError
+
+logger = logging.getLogger(__name__)
 
 #: Result key of the last result of a diverged trial: the DivergedError message.
 DIVERGED = "diverged"
@@ -50,9 +57,13 @@ def configure_torch(threads: int, gpu_fraction: float = 0.0) -> None:
         torch.cuda.set_per_process_memory_fraction(gpu_fraction)
 
 
-def run_resumable(run: Run, metric: str) -> None:
+def run_resumable(run: Run, metric: str, adopt: Callable[[], dict[str, Any] | None] | None = None) -> None:
     """Restore ``run`` from the trial's latest checkpoint, then ``run.step()`` until ``run.finished``,
     reporting + checkpointing after every step.
+
+    Without a checkpoint of its own, ``adopt()`` (given on a resumed sweep) may return the state of a lost trial
+    of the same configuration (:mod:`lth_tune.tune.adoption`): the run loads it, reports its history again (the
+    last step with a checkpoint) and continues after it.
 
     A ``DivergedError`` is reported with its reason (``run.position()`` says where) and re-raised, so the
     trial ends as errored; every report carries the study ``metric`` (nan where a step has none).
@@ -61,25 +72,48 @@ def run_resumable(run: Run, metric: str) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             run.load_state_dict(read_checkpoint(Path(d) / run.CHECKPOINT_FILE))
+    elif adopt is not None and (state := adopt()) is not None:
+        try:
+            run.load_state_dict(state)  # checks the configuration and θ_init before it changes anything
+        except ValueError as err:
+            logger.warning("not adopting the lost trial's checkpoint (%s): starting from scratch", err)
+        else:
+            for i, metrics in enumerate(run.history):  # the lost trial's steps, under this trial's id
+                _report(run, metrics, metric, checkpoint=i == len(run.history) - 1)
     while not run.finished:
         try:
-            metrics = dict(run.step())
+            metrics = run.step()
         except DivergedError as err:
             tune.report({**run.position(), DIVERGED: str(err), metric: float("nan")})
             raise
-        metrics.setdefault(metric, math.nan)
-        metrics[CHECKPOINT_SCORE] = len(run.history) + (KEEP if run.worth_keeping() else 0)
-        with tempfile.TemporaryDirectory() as d:
-            write_checkpoint(run.state_dict(), d, run.CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        _report(run, metrics, metric, checkpoint=True)
+
+
+def _report(run: Run, step_metrics: dict[str, Any], metric: str, *, checkpoint: bool) -> None:
+    """``tune.report`` one step's metrics, with a checkpoint of the run as it stands now."""
+    metrics = dict(step_metrics)
+    metrics.setdefault(metric, math.nan)
+    if not checkpoint:
+        tune.report(metrics)
+        return
+    metrics[CHECKPOINT_SCORE] = len(run.history) + (KEEP if run.worth_keeping() else 0)
+    with tempfile.TemporaryDirectory() as d:
+        write_checkpoint(run.state_dict(), d, run.CHECKPOINT_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
 def run_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict | None = None,
-                  threads: int = 1, gpu_fraction: float = 0.0, metric: str = "val_acc") -> None:
-    """One trial: the runner of ``experiment.kind`` (IMP or PBP) for the trial's configuration."""
+                  threads: int = 1, gpu_fraction: float = 0.0, metric: str = "val_acc", adopt: str | None = None) -> None:
+    """One trial: the runner of ``experiment.kind`` (IMP or PBP) for the trial's configuration; ``adopt``: where a
+    resumed sweep lists the checkpoints of lost trials (:mod:`lth_tune.tune.adoption`)."""
     configure_torch(threads, gpu_fraction)
     cfg = trial_config(base, config, encoded)
-    run_resumable(RUNS[cfg.kind](cfg), metric)
+    adopted = None
+    if adopt is not None:
+        from lth_tune.tune.adoption import adoptable_state
+
+        adopted = functools.partial(adoptable_state, adopt, cfg.model_dump(mode="json"))
+    run_resumable(RUNS[cfg.kind](cfg), metric, adopted)
 
 
 class NoRetryOnDivergence(tune.Callback):

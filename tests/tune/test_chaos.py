@@ -59,7 +59,7 @@ def cluster():
 
 
 def write_study(tmp_path, data_root, name):
-    return studies.write_study(tmp_path, data_root, name, space=SPACE, levels=LEVELS, epochs=30,
+    return studies.write_study(tmp_path, data_root, name, space=SPACE, levels=LEVELS, epochs=500,
                                resources={"custom": {"worker": 1}},
                                search={"max_concurrent": WORKERS, "max_failures": -1})
 
@@ -139,6 +139,7 @@ def test_study_survives_random_worker_kills_with_identical_results(cluster, tmp_
               "trial_restarts": sum(restarts.values()), "max_restarts_of_one_trial": max(restarts.values()),
               "undisturbed_s": round(calm_s, 1), "churn_s": round(chaos_s, 1),
               "wall_time_cost_s": round(chaos_s - calm_s, 1), "errored_by_a_stale_failure": len(errored)}
+    print("spot churn so far:", json.dumps(record))
     assert len(kills) >= 3, "too few kills to call it churn"
     assert sum(restarts.values()) >= 1, "no kill hit a running trial"
     # max_failures -1 retries without limit: every retry must have been a node loss, nothing else hidden by it

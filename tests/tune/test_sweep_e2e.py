@@ -99,7 +99,8 @@ def test_sweep_refuses_to_overwrite_and_bad_input_exits_2(tmp_path, data_root, c
 
 
 def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_path, data_root):
-    path = make_study(tmp_path, data_root, levels=3, epochs=3, name="resume")
+    # levels of ≈0.4 s (60 epochs of the tiny split): long enough that the driver dies with trials still running
+    path = make_study(tmp_path, data_root, levels=3, epochs=60, name="resume")
     exp = tmp_path / "results" / "resume"
     cmd = [sys.executable, "-m", "lth_tune.cli", "sweep", str(path), "-v", "0"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
