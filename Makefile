@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup sweep test bench lint lock-check clean
+.PHONY: setup sweep test bench gpu-check lint lock-check clean
 
 # Every step prints one line. pip's own output (progress, index warnings from a machine's pip.conf, the build
 # backend's notices) goes to $(INSTALL_LOG); a failed install prints its tail.
@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.installed
 
-sweep: setup        ## the main job: l2_init study on the embedded MNIST-1D (~10 min on 2 CPU cores)
+sweep: setup        ## the main job: l2_init study on the embedded MNIST-1D (~11.5 min on 2 CPU cores, setup included)
 	@echo "sweep: lth-tune sweep search_spaces/l2init.yaml (add --verbose for Tune's trial tables)"
 	@$(BIN)/lth-tune sweep search_spaces/l2init.yaml
 
@@ -31,6 +31,10 @@ test: setup         ## the whole test suite (unit + end-to-end through real Ray 
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+gpu-check: setup    ## on a CUDA GPU, <= 8 min: the lock and CUDA tests, training vs OpenLTH-style, 4 packed trials vs 1
+	@echo "gpu-check: bench/gpu_check.py (summary table at the end; \$$OUT/gpu_check.json when OUT is set)"
+	@$(BIN)/python bench/gpu_check.py
 
 lock-check: setup   ## the lock resolves for every install; .venv, pyproject.toml and cluster*.yaml agree with it
 	@$(BIN)/python .ci/lock.py check

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SKIP = {"run_all.py", "__init__.py"}
+SKIP = {"run_all.py", "__init__.py", "gpu_check.py"}  # gpu_check.py: `make gpu-check`, on a GPU
 
 
 def scripts() -> list[Path]:

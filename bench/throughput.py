@@ -1,7 +1,7 @@
 """IMP training throughput: our trainer vs a plain PyTorch / OpenLTH-style reference loop.
 
-    python bench/throughput.py [--quick] [--device cpu|cuda] [--workloads resnet20_cifar mnist1d_mlp]
-                               [--steps N] [--repeats R] [--threads T] [--workers W] [--breakdown]
+    python bench/throughput.py [--quick] [--device cpu|cuda] [--workloads resnet20_cifar vgg16_cifar mnist1d_mlp]
+                               [--steps N] [--repeats R] [--threads T] [--workers W] [--breakdown] [--no-floor]
 
 Both sides train the same sparse ticket (same architecture, same initial weights, the same masks from
 one global magnitude ``prune_step`` of 50%) with batch 128 and SGD (lr 0.1, momentum 0.9, weight decay
@@ -22,6 +22,13 @@ REFERENCE  what OpenLTH (facebookresearch/open_lth) does: a ``torch.utils.data.D
            masked parameter before every forward (open_lth/pruning/pruned_model.py), and a plain
            ``zero_grad / model.train() / loss.backward() / torch.optim.SGD.step()`` step
            (open_lth/training/train.py).
+FLOOR      the compute floor of OURS: the same masked model (same layout, same precision) doing only
+           ``zero_grad / forward / loss / backward / torch.optim.SGD.step()`` on batches already in memory
+           (made, augmented and laid out before the timer starts). No data pipeline, no loop bookkeeping; the
+           only masking cost is the reparametrisation's forward pre-hook. ``ours / floor`` is the fraction of
+           the floor our trainer reaches (target >= 90%). FLOOR UNMASKED is the same step on a plain copy of
+           the network (no reparametrisation), so ``masking`` = 1 - floor img/s / unmasked img/s is what the
+           ``torch.nn.utils.prune`` reparametrisation costs per step.
 
 ``num_workers=0`` on the reference side by default: both sides run with ``torch.set_num_threads(1)``,
 and a loader worker process would give the reference a second core that ours does not get
@@ -32,6 +39,7 @@ Workloads:
                   default ``pruning_layers_to_ignore='fc.weight'``), augmentation on. CIFAR-10 cannot be
                   downloaded here, so BOTH sides use the same SYNTHETIC CIFAR-shaped data: 5,000 random
                   uint8 32x32x3 images with 10 random labels.
+  vgg16_cifar     VGG-16 (OpenLTH cifar_vgg_16), otherwise as resnet20_cifar (same synthetic data, ``fc`` kept).
   mnist1d_mlp     MLP with widths [100, 100] on the real embedded MNIST-1D: on our side
                   ``load_dataset("mnist1d", val_fraction=0)`` (4,000 training examples as device
                   tensors), on the reference side the same 4,000 examples as the numpy array the
@@ -45,6 +53,8 @@ change in machine load hits both), median images/s per side; ratio = median(ours
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import statistics
 import sys
@@ -69,12 +79,15 @@ TARGET_RATIO = 2.0
 SYNTHETIC_CIFAR_N = 5000
 SEED = 0
 
-WORKLOADS = ("resnet20_cifar", "mnist1d_mlp")
+WORKLOADS = ("resnet20_cifar", "vgg16_cifar", "mnist1d_mlp")
+#: what runs without --workloads (VGG-16 on a CPU: ~1.5 s per step)
+DEFAULT_WORKLOADS = ("resnet20_cifar", "mnist1d_mlp")
 # timed optimiser steps per block, (full, --quick), per device type
 DEFAULT_STEPS = {
-    "cpu": {"resnet20_cifar": (10, 2), "mnist1d_mlp": (300, 20)},
-    "cuda": {"resnet20_cifar": (100, 10), "mnist1d_mlp": (300, 20)},
+    "cpu": {"resnet20_cifar": (10, 2), "vgg16_cifar": (4, 1), "mnist1d_mlp": (300, 20)},
+    "cuda": {"resnet20_cifar": (100, 10), "vgg16_cifar": (100, 10), "mnist1d_mlp": (300, 20)},
 }
+TARGET_FLOOR = 0.9
 DEFAULT_REPEATS = (5, 2)  # (full, --quick)
 
 # OpenLTH's CIFAR-10 normalisation (open_lth/datasets/cifar10.py)
@@ -130,7 +143,7 @@ class ArrayDataset(torch.utils.data.Dataset):
         return (x - self.mean) / self.std, self.y[i]
 
 
-def _synthetic_cifar(device: torch.device) -> Workload:
+def _synthetic_cifar(device: torch.device, model: str = "resnet20") -> Workload:
     from lth_tune.data import Split
 
     rng = np.random.default_rng(SEED)
@@ -141,7 +154,7 @@ def _synthetic_cifar(device: torch.device) -> Workload:
     std, mean = torch.std_mean(x, dim=(0, 2, 3), correction=0, keepdim=True)
     x.sub_(mean).div_(std.clamp_min(1e-8))
     return Workload(
-        name="resnet20_cifar", model="resnet20", model_kw={}, ignore=("fc",), augment=True,
+        name=f"{model}_cifar", model=model, model_kw={}, ignore=("fc",), augment=True,
         ours_split=Split(x, torch.from_numpy(labels).to(device)),
         ref_dataset=CifarLikeDataset(images, labels, augment=True),
         input_shape=(3, 32, 32), num_classes=10,
@@ -167,8 +180,8 @@ def _mnist1d(device: torch.device) -> Workload:
 
 
 def make_workload(name: str, device: torch.device) -> Workload:
-    if name == "resnet20_cifar":
-        return _synthetic_cifar(device)
+    if name in ("resnet20_cifar", "vgg16_cifar"):
+        return _synthetic_cifar(device, name.removesuffix("_cifar"))
     if name == "mnist1d_mlp":
         return _mnist1d(device)
     raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
@@ -331,6 +344,49 @@ def reference_side(w: Workload, model: nn.Module, mask: dict[str, torch.Tensor],
     return Side("reference", run, data_only)
 
 
+def floor_side(w: Workload, model: nn.Module, device: torch.device, precision: str = "fp32",
+               masked: bool = True) -> Side:
+    """The compute floor of ``ours_side``: the same model, layout and precision; only zero_grad, forward, loss,
+    backward and ``torch.optim.SGD.step()`` are timed, on batches made (and augmented) before the timer starts.
+    ``masked=False``: a plain copy of the network (weights already masked, no reparametrisation hook), to
+    price the masking."""
+    from lth_tune.data import batches
+    from lth_tune.pruning import copy_model, effective_weights, masked_layers
+
+    model = copy_model(model)
+    if not masked:
+        weights = effective_weights(model)
+        for name, module in masked_layers(model):
+            torch.nn.utils.prune.remove(module, "weight")
+            with torch.no_grad():
+                module.weight.copy_(weights[name])
+    channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    gen = torch.Generator()
+    gen.manual_seed(SEED + 1)
+
+    def run(idx: torch.Tensor) -> tuple[float, float]:
+        split = w.ours_split.subset(idx.to(w.ours_split.device))
+        ready = [(x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x, y)
+                 for x, y in batches(split, BATCH_SIZE, generator=gen, shuffle=True, augment=w.augment)]
+        model.train()
+        _sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        for x, y in ready:
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+        _sync(device)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    return Side("floor" if masked else "unmasked", run, run)
+
+
 def block_indices(n: int, count: int, gen: torch.Generator) -> torch.Tensor:
     """``count`` example indices drawn from ``range(n)`` without replacement (whole permutations
     concatenated when ``count > n``)."""
@@ -348,24 +404,29 @@ def measure(
     workers: int = 0,
     breakdown: bool = False,
     precision: str = "fp32",
+    floor: bool = True,
 ) -> dict[str, Any]:
     w = make_workload(workload, device)
     ours_model, ref_model, mask = build_ticket(w, device)
-    sides = [ours_side(w, ours_model, device, precision), reference_side(w, ref_model, mask, device, workers)]
+    floors = [floor_side(w, ours_model, device, precision), floor_side(w, ours_model, device, precision, False)]
+    sides = [ours_side(w, ours_model, device, precision), reference_side(w, ref_model, mask, device, workers),
+             *(floors if floor else [])]
     gen = torch.Generator()
     gen.manual_seed(SEED + 2)
     n, count = len(w.ours_split), steps * BATCH_SIZE
     warm = block_indices(n, max(2, min(steps, 5)) * BATCH_SIZE, gen)
     for s in sides:
         s.run(warm)
-    for _ in range(repeats):
+    for rep in range(repeats):
         idx = block_indices(n, count, gen)
-        for s in sides:  # alternate ours / reference: load changes on the shared machine hit both
+        # sides alternate, and their order reverses every other block: load changes on the shared machine, and
+        # what one side leaves in the caches, hit every side alike
+        for s in (sides if rep % 2 == 0 else sides[::-1]):
             wall, cpu = s.run(idx)
             s.times.append(wall)
             s.cpu_times.append(cpu)
-    ours, ref = (count / statistics.median(s.times) for s in sides)
-    ours_cpu, ref_cpu = (count / statistics.median(s.cpu_times) for s in sides)
+    ours, ref = (count / statistics.median(s.times) for s in sides[:2])
+    ours_cpu, ref_cpu = (count / statistics.median(s.cpu_times) for s in sides[:2])
     result = {
         "workload": workload if precision == "fp32" else f"{workload} {precision}",
         "ours_img_s": ours,
@@ -383,8 +444,18 @@ def measure(
         "repeats": repeats,
         "note": w.note,
     }
+    if floor:
+        fl, unmasked = (count / statistics.median(s.times) for s in sides[2:])
+        fl_cpu, unmasked_cpu = (count / statistics.median(s.cpu_times) for s in sides[2:])
+        result.update(
+            floor_img_s=fl, unmasked_img_s=unmasked, of_floor=ours / fl, of_floor_cpu=ours_cpu / fl_cpu,
+            # the same block's ours vs floor (they alternate), min-max over blocks
+            floor_block_fractions=[tf / to for to, tf in zip(sides[0].times, sides[2].times)],
+            masking=1 - fl / unmasked, masking_cpu=1 - fl_cpu / unmasked_cpu,
+            floor_ms_step=1e3 * statistics.median(sides[2].times) / steps,
+        )
     if breakdown:
-        for s in sides:
+        for s in sides[:2]:
             t = [s.data_only(block_indices(n, count, gen)) for _ in range(repeats)]
             key = "ours" if s.name == "ours" else "ref"
             result[f"{key}_data_ms_step"] = 1e3 * statistics.median(wall for wall, _ in t) / steps
@@ -393,7 +464,7 @@ def measure(
 
 
 def run(
-    workloads: Sequence[str] = WORKLOADS,
+    workloads: Sequence[str] = DEFAULT_WORKLOADS,
     *,
     steps: int | None = None,
     repeats: int | None = None,
@@ -403,6 +474,7 @@ def run(
     workers: int = 0,
     breakdown: bool = False,
     precisions: Sequence[str] = ("fp32",),
+    floor: bool = True,
 ) -> list[dict[str, Any]]:
     """Measure every workload; ``steps`` / ``repeats`` override the per-workload defaults."""
     dev = torch.device(device)
@@ -419,7 +491,7 @@ def run(
             r = repeats if repeats is not None else DEFAULT_REPEATS[int(quick)]
             for precision in precisions:
                 out.append(measure(name, steps=s, repeats=r, device=dev, workers=workers, breakdown=breakdown,
-                                   precision=precision))
+                                   precision=precision, floor=floor))
         return out
     finally:
         torch.set_num_threads(previous)
@@ -445,6 +517,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
     lines.append("ms per training step (median), wall clock:")
     for r in results:
         lines.append(f"  {r['workload']:<16} ours {r['ours_ms_step']:9.2f}   reference {r['ref_ms_step']:9.2f}")
+    if any("of_floor" in r for r in results):
+        lines.append("")
+        lines.append(format_floor(results))
     if any("ours_data_ms_step" in r for r in results):
         lines.append("data pipeline alone (batching + augmentation, no training), ms per batch, wall / CPU:")
         for r in results:
@@ -453,12 +528,35 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_floor(results: list[dict[str, Any]]) -> str:
+    """Ours as a fraction of the compute floor (same masked model, batches already in memory), and masking's cost."""
+    head = (f"{'workload':<21}{'ours img/s':>11}{'floor img/s':>12}{'ours/floor':>11}  {'blocks':<11}"
+            f"{'CPU-time':>9}{'floor ms/step':>14}{'masking':>9}{'(CPU)':>7}  target >= {TARGET_FLOOR:.0%}")
+    title = ("compute floor: the same masked model doing only zero_grad / forward / backward / SGD step on batches "
+             "already in memory")
+    lines = [title, head, "-" * (len(head) + 6)]
+    for r in results:
+        if "of_floor" not in r:
+            continue
+        fb = r["floor_block_fractions"]
+        met = r["of_floor"] >= TARGET_FLOOR, r["of_floor_cpu"] >= TARGET_FLOOR
+        verdict = "MET" if all(met) else "not met" if not any(met) else "met by CPU time only" if met[1] else \
+            "met by wall only"
+        lines.append(f"{r['workload']:<21}{r['ours_img_s']:>11.0f}{r['floor_img_s']:>12.0f}{r['of_floor']:>10.1%}  "
+                     f"{min(fb):>4.0%}-{max(fb):<6.0%}{r['of_floor_cpu']:>9.1%}{r['floor_ms_step']:>14.2f}"
+                     f"{r['masking']:>9.1%}{r['masking_cpu']:>7.1%}  {verdict}")
+    lines.append("ours/floor = median ours img/s / median floor img/s (wall; 'blocks': min-max of the per-block "
+                 "fractions, ours and floor alternate;\nCPU-time: the same in CPU seconds of this process); masking "
+                 "= 1 - floor img/s / img/s of the same step without the prune reparametrisation")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="few steps and repeats (smoke test)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    p.add_argument("--workloads", nargs="+", default=list(DEFAULT_WORKLOADS), choices=list(WORKLOADS))
     p.add_argument("--steps", type=int, default=None, help="timed steps per block (default per workload)")
     p.add_argument("--repeats", type=int, default=None, help="timed blocks per side (median is reported)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for both sides")
@@ -466,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--breakdown", action="store_true", help="also time the data pipelines alone")
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
                    help="our trainer's train.precision values to measure (reference is always fp32)")
+    p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the compute-floor sides")
+    p.add_argument("--json", default=None, help="also write the results as JSON here")
     a = p.parse_args(argv)
 
     print(f"IMP training throughput, batch {BATCH_SIZE}, {PRUNE_FRACTION:.0%} pruned (global magnitude), "
@@ -475,7 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("ours: the IMP trainer (channels-last for 2-D conv nets); 'bf16' rows = train.precision: bf16 "
           "(bfloat16 autocast; weights, masks, updates fp32)")
     results = run(a.workloads, steps=a.steps, repeats=a.repeats, quick=a.quick, device=a.device,
-                  threads=a.threads, workers=a.workers, breakdown=a.breakdown, precisions=a.precisions)
+                  threads=a.threads, workers=a.workers, breakdown=a.breakdown, precisions=a.precisions,
+                  floor=a.floor)
     for r in results:
         print(f"  {r['workload']}: {r['note']}; {r['repeats']} timed blocks of {r['steps']} steps per side")
     print()
@@ -484,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           "per-block wall-clock ratios (ours and reference blocks alternate);\nimg/CPU-s and CPU ratio = the "
           "same measured in CPU seconds of this process: robust to other jobs preempting us on a shared "
           "machine\n(meaningful on CPU with num_workers=0, where all the work runs in this process)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
     return 0
 
 
