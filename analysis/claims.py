@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.common import column_or_constant, tickets_only
+from analysis.pbp_figures import noise_table
 from analysis.tickets import configurations, verdict_table
 from lth_tune.stats import Interval, compare, mean_ci, paired_difference, welch_difference
 
@@ -307,6 +308,35 @@ def pft_beats_one_shot(study: dict, df: pd.DataFrame, ctx: dict) -> Verdict:
     return Verdict(_sign_verdict(diff, True), f"test accuracy PFT − one-shot over {diff.n} runs: {diff.text(4)}")
 
 
+def _mean_noise_drop(study: dict, df: pd.DataFrame) -> pd.DataFrame:
+    """Per PFT trial and network, the relative accuracy drop averaged over the declared variance grid (the area
+    under Fig. 2 (right)'s curve on its log-v² axis); columns dense / baseline / pft, one row per trial."""
+    table = noise_table(study, df)
+    if table.empty:
+        return table
+    return table.groupby(["trial_id", "network"])["drop"].mean().unstack("network")
+
+
+def _robustness(study: dict, df: pd.DataFrame, less_robust: str, more_robust: str, label: str) -> Verdict:
+    drops = _mean_noise_drop(study, df)
+    if drops.empty:
+        return Verdict(NOT_TESTABLE, "no weight-noise measurements (pbp.mode: pft with pbp.noise_variances)")
+    _, conf = _eps_conf(study)
+    diff = paired_difference(drops[less_robust].to_dict(), drops[more_robust].to_dict(), conf)
+    return Verdict(_sign_verdict(diff, True),
+                   f"relative accuracy drop on S averaged over the v² grid, {label} over {diff.n} runs: "
+                   f"{diff.text(4)} (means: {less_robust} {drops[less_robust].mean():.4f}, "
+                   f"{more_robust} {drops[more_robust].mean():.4f})")
+
+
+def pruned_more_robust(study: dict, df: pd.DataFrame, ctx: dict) -> Verdict:
+    return _robustness(study, df, "dense", "baseline", "unpruned − one-shot pruned")
+
+
+def pft_more_robust(study: dict, df: pd.DataFrame, ctx: dict) -> Verdict:
+    return _robustness(study, df, "baseline", "pft", "one-shot − PFT")
+
+
 CLAIMS: list[Claim] = [
     Claim("small_lr_wins", "paper 000 §3, Frankle & Carbin 2019",
           "IMP with a small learning rate finds winning tickets (within ε of dense, better than reinit and "
@@ -335,6 +365,10 @@ CLAIMS: list[Claim] = [
           "The trained posterior Q has lower test error than the data-dependent prior P.", posterior_beats_prior),
     Claim("pft_beats_one_shot", "paper 004 §6, Fig. 1",
           "Probabilistic fine-tuning improves one-shot pruning masks.", pft_beats_one_shot),
+    Claim("pruned_more_robust", "paper 004 §4, Fig. 2 (right)",
+          "A pruned network loses less accuracy under weight noise than the unpruned one.", pruned_more_robust),
+    Claim("pft_more_robust", "paper 004 §4, Fig. 2 (right)",
+          "PFT finds masks more robust to weight noise than the one-shot (magnitude) mask.", pft_more_robust),
 ]
 
 

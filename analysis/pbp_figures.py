@@ -10,10 +10,15 @@
 * Figure 1 — ``pft_vs_baseline.png`` (PFT runs, ``pbp.mode: pft``): test error of the PFT mask vs the one-shot
   baseline mask (magnitude / SNIP / random), both fine-tuned the same way, against sparsity, averaged over
   the remaining searched keys (normally seeds).
+* Figure 2 (right) — ``noise_robustness.png`` (PFT runs with ``pbp.noise_variances``): the relative drop in
+  accuracy on S of the dense network, the one-shot pruned network and the PFT network when every weight they use
+  is perturbed with N(0, v²) noise, against v², one panel per (criterion, sparsity); mean and 95% normal interval
+  over seeds. The values are also written to ``noise_robustness.csv``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,7 +28,7 @@ import pandas as pd
 from analysis.common import column_or_constant, save
 from analysis.selection import certified_pbp_table, pbp_final_rows
 
-__all__ = ["PFT_COLUMNS", "figure1", "figure4", "run_pbp_analyses"]
+__all__ = ["PFT_COLUMNS", "figure1", "figure2_noise", "figure4", "noise_table", "run_pbp_analyses"]
 
 PFT_COLUMNS = ("stage", "test_acc_pft", "test_acc_baseline")
 _STYLES = ("-", "--", ":", "-.")
@@ -85,6 +90,52 @@ def figure1(study: dict, df: pd.DataFrame, out: Path) -> Path | None:
     return save(fig, out / "pft_vs_baseline.png")
 
 
+NOISE_TAGS = {"dense": ("unpruned", "0.4"), "baseline": ("one-shot", "tab:red"), "pft": ("PFT", "tab:blue")}
+
+
+def noise_table(study: dict, df: pd.DataFrame) -> pd.DataFrame:
+    """One row per PFT trial, network (dense / baseline / pft) and variance v²: the relative accuracy drop."""
+    rows = pbp_final_rows(df, "pft", ("stage", "noise_variances"))
+    if rows.empty:
+        return pd.DataFrame()
+    criterion = column_or_constant(rows, study, "pbp.init_criterion").astype(str)
+    sparsity = column_or_constant(rows, study, "pbp.sparsity").astype(float)
+    records = []
+    for (idx, row), crit, s in zip(rows.iterrows(), criterion, sparsity):
+        variances = json.loads(row["noise_variances"])
+        for tag in NOISE_TAGS:
+            for v, drop in zip(variances, json.loads(row[f"noise_drop_{tag}"])):
+                records.append({"trial_id": row.get("trial_id", idx), "criterion": crit, "sparsity_target": s,
+                                "network": tag, "variance": v, "drop": drop})
+    return pd.DataFrame.from_records(records)
+
+
+def figure2_noise(table: pd.DataFrame, out: Path) -> Path | None:
+    """Paper 004 Figure 2 (right): relative accuracy drop under weight noise vs v², unpruned / one-shot / PFT."""
+    if table.empty:
+        return None
+    panels = sorted(table.groupby(["criterion", "sparsity_target"]).groups)
+    cols = min(3, len(panels))
+    nrows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False, sharey=True)
+    for ax, (crit, s) in zip(axes.flat, panels):
+        sub = table[(table["criterion"] == crit) & (table["sparsity_target"] == s)]
+        for tag, (label, color) in NOISE_TAGS.items():
+            mean, ci = _mean_ci(sub[sub["network"] == tag].groupby("variance"), "drop")
+            ax.errorbar(mean.index, mean.values, yerr=ci.values, color=color, marker="o", markersize=3, capsize=2,
+                        label=label, linestyle="--" if tag == "dense" else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("noise variance v²")
+        ax.set_title(f"{crit}, sparsity {s:g}", fontsize=9)
+        ax.axhline(0, color="0.6", linewidth=0.8)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("relative accuracy drop on S")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Robustness to weight noise W → W + vζ (paper 004 Fig. 2 right)", fontsize=10)
+    return save(fig, out / "noise_robustness.png")
+
+
 def run_pbp_analyses(study: dict, df: pd.DataFrame, out: str | Path, exp_dir: str | Path | None = None,
                      delta: float | None = None) -> list[Path]:
     """Every PBP/PFT analysis whose columns exist in ``df``; [] for other experiments."""
@@ -104,4 +155,10 @@ def run_pbp_analyses(study: dict, df: pd.DataFrame, out: str | Path, exp_dir: st
     fig1 = figure1(study, df, out)
     if fig1 is not None:
         written.append(fig1)
+    noise = noise_table(study, df)
+    if not noise.empty:
+        out.mkdir(parents=True, exist_ok=True)
+        written.append(figure2_noise(noise, out))
+        noise.to_csv(out / "noise_robustness.csv", index=False)
+        written.append(out / "noise_robustness.csv")
     return written

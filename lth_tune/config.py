@@ -290,6 +290,10 @@ class PBPConfig(_Strict):
     milestones: list[float] = Field(
         default_factory=list, description="fractions of each stage's epochs where the lr is multiplied by "
         "train.gamma (D.2 CIFAR-10: [0.5, 0.75])")
+    noise_variances: list[float] = Field(
+        default_factory=list, description="pft: weight-noise variances v² at which the dense, one-shot and PFT "
+        "networks' relative accuracy drop on S is measured (paper 004 Fig. 2 right); [] = not measured")
+    noise_draws: int = Field(5, gt=0, description="pft: noise draws per variance (noise_variances)")
 
     @field_validator("milestones")
     @classmethod
@@ -298,10 +302,20 @@ class PBPConfig(_Strict):
             raise ValueError(f"milestones are fractions of a stage's epochs in (0, 1], got {v}")
         return v
 
+    @field_validator("noise_variances")
+    @classmethod
+    def _variances(cls, v):
+        if any(not (0.0 < x < float("inf")) for x in v):
+            raise ValueError(f"noise_variances are variances v² > 0, got {v}")
+        return sorted(v)
+
     @model_validator(mode="after")
     def _consistent(self):
         if self.delta + self.delta_prime >= 1.0:
             raise ValueError(f"delta + delta_prime must be < 1, got {self.delta} + {self.delta_prime}")
+        if self.noise_variances and self.mode != "pft":
+            raise ValueError("noise_variances is measured by PFT runs only (paper 004 Fig. 2 right): set mode: pft "
+                             "or remove noise_variances")
         if self.prior_shape == "block_isotropic" and not self.epsilon * self.sparsity < 1.0 - self.sparsity:
             raise ValueError(f"block_isotropic prior needs epsilon*s/(1-s) < 1 (paper 004 eq. (6)); got "
                              f"epsilon={self.epsilon}, sparsity={self.sparsity}")

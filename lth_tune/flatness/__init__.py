@@ -9,6 +9,7 @@ never touch pruned weights (paper 000 §3.2, §4.1 Measure 1, §4.2).
 * :func:`exact_hessian` / :func:`exact_trace_and_top_eig` -- dense reference for tiny nets.
 * :func:`loss_landscape_1d` / :func:`save_landscape` -- paper 000 Fig. 2.
 * :func:`expected_sharpness` -- paper 000 §4.2.
+* :func:`weight_noise_robustness` -- relative accuracy drop under weight noise, paper 004 Fig. 2 (right).
 * :func:`linear_path_errors` / :func:`error_barrier` -- linear mode connectivity (Frankle et al. 2020).
 * :func:`measure_flatness` -- all of the above as a flat dict of scalars for the IMP trainable.
 """
@@ -29,11 +30,13 @@ from .fast import (
 from .hessian import HessianStats, pyhessian_trace_eigen
 from .landscape import loss_landscape_1d, save_landscape
 from .measure import measure_flatness
+from .robustness import NoiseDrop, weight_noise_robustness
 from .sharpness import SharpnessResult, expected_sharpness
 
 __all__ = [
                    "HessianOperator",
                    "HessianStats",
+                   "NoiseDrop",
                    "NotPiecewiseLinearError",
                    "PerturbableParams",
                    "SharpnessResult",
@@ -54,4 +57,5 @@ __all__ = [
                    "parameters_to_perturb",
                    "pyhessian_trace_eigen",
                    "save_landscape",
+                   "weight_noise_robustness",
 ]

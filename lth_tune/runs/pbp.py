@@ -30,6 +30,7 @@ uninterrupted numbers of the later stages.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from torch import nn
 
 from lth_tune.config import ExperimentConfig
 from lth_tune.data import DataBundle, Split, batches, prior_bound_split, standardize_with
+from lth_tune.flatness import weight_noise_robustness
 from lth_tune.pacbayes import (
     Certificate,
     StochasticNet,
@@ -250,12 +252,29 @@ class PBPRun:
                 if len(split):
                     loss, acc = evaluate(model, split)
                     m[f"{name}_acc_{tag}"], m[f"{name}_err_{tag}"], m[f"{name}_loss_{tag}"] = acc, 1 - acc, loss
+            if p.noise_variances:
+                m.update(self._noise_robustness(tag, model))
+        if p.noise_variances:
+            dense = copy.deepcopy(self.net.model)
+            dense.load_state_dict(self.pretrained)
+            for q in dense.parameters():  # every weight is perturbed (the space is that of trainable parameters)
+                q.requires_grad_(True)
+            m.update(self._noise_robustness("dense", dense))
+            m["noise_variances"] = json.dumps(p.noise_variances)
         m["density"] = m["density_pft"]
         for name in ("train", "val", "test"):
             if f"{name}_acc_pft" in m:
                 m[f"{name}_acc"] = m[f"{name}_acc_pft"]
                 m[f"{name}_loss"] = m[f"{name}_loss_pft"]
         return m
+
+    def _noise_robustness(self, tag: str, model: nn.Module) -> dict[str, Any]:
+        """Relative accuracy drop on S under weight noise v² ∈ ``pbp.noise_variances`` (paper 004 Fig. 2 right):
+        ``noise_clean_acc_<tag>`` and ``noise_drop_<tag>`` (a JSON list, one mean drop per variance)."""
+        clean, drops = weight_noise_robustness(model, self.data.train, self.p.noise_variances,
+                                               draws=self.p.noise_draws, generator=generator(self.cfg.seed, "noise",
+                                                                                              tag))
+        return {f"noise_clean_acc_{tag}": clean, f"noise_drop_{tag}": json.dumps([d.drop for d in drops])}
 
     # ------------------------------------------------------------------ pieces
     def _train_stochastic(self, split: Split, params: list[nn.Parameter], lr: float, epochs: int,

@@ -181,6 +181,8 @@ def trial_work(cfg: ExperimentConfig, *, params: int | None = None, prunable: in
         draws = p.mc_passes * 10 if p.mc_mode == "per_example" else p.mc_samples  # a per-example mask ≈ 10 forwards
         certs = 2 * draws * n_bound if p.mode == "pbp" else 0
         evals = 3 * 2 * p.eval_samples * (n + 2 * round(0.1 * n))
+        if p.noise_variances:  # weight-noise robustness on S: 3 networks, clean + each variance × draws
+            evals += 3 * (1 + len(p.noise_variances) * p.noise_draws) * n
         w.measure_epochs = (certs + evals) * FORWARD / n
         w.checkpoint_bytes = 4 * params * 3 + 8 * prunable * 2
         w.checkpoints = kept

@@ -90,3 +90,29 @@ def test_report_command(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "not an lth-tune experiment" in err and err.count("\n") == 1
+
+
+def pft_noise_results(dense, baseline, pft):
+    """Four PFT trials whose mean drops over the v² grid are ``dense`` / ``baseline`` / ``pft`` ± a trial offset."""
+    rows = []
+    for i, jitter in enumerate([0.0, 0.01, -0.01, 0.005]):
+        rows.append({"trial_id": f"t{i}", "config/seed": i, "mode": "pft", "stage": 3, "level": 2, "density": 0.1,
+                     "test_acc_pft": 0.8, "test_acc_baseline": 0.8, "noise_variances": json.dumps([1e-3, 1e-1]),
+                     **{f"noise_drop_{tag}": json.dumps([0.0, 2 * (v + jitter)])
+                        for tag, v in (("dense", dense), ("baseline", baseline), ("pft", pft))}})
+    study = {"study": {"experiment": {"kind": "pbp", "seed": 0, "pbp": {"mode": "pft", "sparsity": 0.9,
+                                                                         "init_criterion": "magnitude"}}},
+             "grid": {"seed": [0, 1, 2, 3]}, "grid_size": 4}
+    return study, pd.DataFrame(rows)
+
+
+def test_weight_noise_claims_follow_the_measured_drops():
+    judge = lambda study, df: {c.key: v for c, v in evaluate_claims(study, df)}
+    v = judge(*pft_noise_results(dense=0.30, baseline=0.20, pft=0.10))
+    assert v["pruned_more_robust"].verdict == "supported" and "over 4 runs" in v["pruned_more_robust"].evidence
+    assert v["pft_more_robust"].verdict == "supported"
+    v = judge(*pft_noise_results(dense=0.10, baseline=0.20, pft=0.20))
+    assert v["pruned_more_robust"].verdict == "contradicted"
+    assert v["pft_more_robust"].verdict == "not distinguishable"  # equal drops, differences all 0
+    v = judge(pft_noise_results(dense=0.1, baseline=0.1, pft=0.1)[0], pd.DataFrame({"stage": [3]}))
+    assert v["pruned_more_robust"].verdict == "not testable"

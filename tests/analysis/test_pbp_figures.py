@@ -95,3 +95,25 @@ def test_figure1_pft_vs_baseline(tmp_path):
     written = run_pbp_analyses(study_record(grid, {"mode": "pft"}), pd.DataFrame(rows), tmp_path)
     assert [p.name for p in written] == ["pft_vs_baseline.png"]
     assert written[0].stat().st_size > 0
+
+
+def test_figure2_right_tabulates_every_trial_network_and_variance(tmp_path):
+    import json
+
+    rows = []
+    for seed, s in itertools.product([0, 1], [0.5, 0.9]):
+        drops = {"dense": [0.01, 0.3], "baseline": [0.0, 0.1 + seed * 0.02], "pft": [0.0, 0.05]}
+        rows.append({"trial_id": f"s{seed}_{s}", "config/seed": seed, "config/pbp.sparsity": s, "mode": "pft",
+                     "stage": 3, "level": 2, "density": 1 - s, "test_acc_pft": 0.9, "test_acc_baseline": 0.85,
+                     "noise_variances": json.dumps([1e-4, 1e-2]),
+                     **{f"noise_drop_{k}": json.dumps(v) for k, v in drops.items()},
+                     **{f"noise_clean_acc_{k}": 0.9 for k in drops}})
+    df = pd.DataFrame(rows)
+    study = study_record({"seed": [0, 1], "pbp.sparsity": [0.5, 0.9]}, {"mode": "pft"})
+    written = {p.name for p in run_pbp_analyses(study, df, tmp_path)}
+    assert {"noise_robustness.png", "noise_robustness.csv", "pft_vs_baseline.png"} <= written
+    table = pd.read_csv(tmp_path / "noise_robustness.csv")
+    assert len(table) == 4 * 3 * 2  # trials × networks × variances
+    at = table[(table["network"] == "baseline") & (table["variance"] == 1e-2) & (table["sparsity_target"] == 0.9)]
+    assert sorted(at["drop"]) == pytest.approx([0.10, 0.12])
+    assert set(table["criterion"]) == {"magnitude"}  # the study's constant criterion

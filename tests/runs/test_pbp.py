@@ -188,3 +188,27 @@ def test_config_rejects_an_invalid_block_isotropic_epsilon_and_deltas(root):
         make_cfg(root, delta=0.5, delta_prime=0.5)
     with pytest.raises(ValidationError, match="fractions"):
         make_cfg(root, milestones=[1.5])
+
+
+def test_pft_measures_weight_noise_robustness_of_dense_one_shot_and_pft(root, data):
+    import json
+
+    cfg = make_cfg(root, mode="pft", sparsity=0.75, prior_epochs=1, finetune_epochs=1, noise_variances=[1e-2, 1e-4],
+                   noise_draws=2)
+    assert cfg.pbp.noise_variances == [1e-4, 1e-2]  # sorted
+    last = PBPRun(cfg, device="cpu", data=data).run()[-1]
+    assert json.loads(last["noise_variances"]) == [1e-4, 1e-2]
+    for tag in ("dense", "baseline", "pft"):
+        assert 0.0 < last[f"noise_clean_acc_{tag}"] <= 1.0
+        drops = json.loads(last[f"noise_drop_{tag}"])
+        assert len(drops) == 2 and all(math.isfinite(d) and d <= 1.0 for d in drops)
+    assert last["noise_clean_acc_pft"] == last["train_acc_pft"]  # measured on S, the unperturbed network
+
+
+def test_noise_variances_are_for_pft_only(root):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="mode: pft"):
+        make_cfg(root, noise_variances=[1e-3])
+    with pytest.raises(ValidationError, match="noise_variances"):
+        make_cfg(root, mode="pft", noise_variances=[0.0])
