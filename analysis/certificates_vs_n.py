@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter, NullLocator
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from analysis.common import markdown_table, save, tickets_only
 from analysis.selection import FORMULATION_NAMES, certified_pbp_table, certified_selection

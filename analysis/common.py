@@ -49,9 +49,24 @@ def column_or_constant(df: pd.DataFrame, study: dict, key: str) -> pd.Series:
     return pd.Series([experiment_value(study, key)] * len(df), index=df.index)
 
 
+def density_axis(ax) -> None:
+    """A density x axis as the lottery-ticket literature draws it: log scale, dense on the left, plain labels
+    (1, 0.5, 0.2, 0.1, …) at the major ticks only, so small panels do not overprint minor-tick labels."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+
+
 def save(fig, path: Path) -> Path:
+    """Lay out (leaving room for a suptitle, which ``tight_layout`` ignores) and write a PNG at 120 dpi."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    title_in = 0.4 if fig._suptitle is not None else 0.0  # inches kept free at the top for the suptitle
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_in / fig.get_figheight()))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

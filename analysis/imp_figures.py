@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.common import column_or_constant, save
+from analysis.common import column_or_constant, density_axis, save
 from lth_tune.stats import mean_ci
 
 
@@ -73,8 +73,7 @@ def accuracy_vs_density(study: dict, df: pd.DataFrame, out: Path, search_keys: l
         curve = sub.groupby("level").agg(density=("density", "mean"), acc=("test_acc", "mean"))
         name = name if isinstance(name, tuple) else (name,)
         ax.plot(curve["density"], curve["acc"], marker=".", label=", ".join(f"{k}={v}" for k, v in zip(keys, name)))
-    ax.set_xscale("log")
-    ax.invert_xaxis()
+    density_axis(ax)
     ax.set_xlabel("density (fraction of weights remaining)")
     ax.set_ylabel("test accuracy")
     if len(ax.lines) <= 16:

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.common import markdown_table, save
+from analysis.common import density_axis, markdown_table, save
 from lth_tune.stats import Interval, compare, mean_ci, paired_difference, winning_level
 
 __all__ = ["configurations", "control_table", "instability_table", "run_ticket_analyses", "verdict_table"]
@@ -204,8 +204,7 @@ def figure_tickets_vs_controls(study: dict, df: pd.DataFrame, out: Path, *, conf
             style = "-" if branch == TICKET else ":"
             ax.plot(x, m, style, marker="o", markersize=3, color=color, label=branch)
             ax.fill_between(x, lo, hi, color=color, alpha=0.2)
-        ax.set_xscale("log")
-        ax.invert_xaxis()
+        density_axis(ax)
         ax.set_title(config, fontsize=8)
         ax.set_xlabel("density", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -228,8 +227,7 @@ def figure_instability(table: pd.DataFrame, out: Path) -> Path | None:
             err = np.array([i.half_width if np.isfinite(i.half_width) else 0.0 for i in sub[col]])
             ax.errorbar(x, m, yerr=err, marker="o", markersize=3, capsize=2, label=config)
     for ax, title in zip(axes, ("between two copies (SGD-noise instability)", "from the starting point to the ticket")):
-        ax.set_xscale("log")
-        ax.invert_xaxis()
+        density_axis(ax)
         ax.set_xlabel("density")
         ax.set_ylabel("error barrier")
         ax.set_title(title, fontsize=9)
