@@ -30,8 +30,9 @@ def test_l2init_grid_includes_zero_and_two_lrs():
     assert all(b > a for a, b in itertools.pairwise(lams))
     assert len(grid["train.lr"]) == 2
     assert study.experiment.regularizer.kind == "l2_init"
+    assert grid["regularizer.kind"] == ["l2_init", "l2_norm"]
     assert (1 - study.experiment.pruning.fraction) ** study.experiment.pruning.levels <= 0.2
-    assert study.search.grid_size() == len(lams) * 2 * len(grid["seed"])
+    assert study.search.grid_size() == len(lams) * 2 * 2 * len(grid["seed"])
 
 
 def test_log_grid_values():
