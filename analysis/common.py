@@ -65,7 +65,7 @@ def density_axis(ax) -> None:
 def save(fig, path: Path) -> Path:
     """Lay out (leaving room for a suptitle, which ``tight_layout`` ignores) and write a PNG at 120 dpi."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    title_in = 0.4 if fig._suptitle is not None else 0.0  # inches kept free at the top for the suptitle
+    title_in = 0.3 if fig._suptitle is not None else 0.0  # inches kept free at the top for the suptitle
     fig.tight_layout(rect=(0, 0, 1, 1 - title_in / fig.get_figheight()))
     fig.savefig(path, dpi=120)
     plt.close(fig)
