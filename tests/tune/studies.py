@@ -1,5 +1,10 @@
 """Small MNIST-1D study files for the end-to-end tests, and the in-process reference they must reproduce."""
 
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +15,18 @@ from lth_tune.runs import IMPRun
 
 COMPARED = ["density", "train_loss", "train_acc", "val_acc", "test_acc", "dist_init", "weight_norm"]
 L2_GRID = {"train.lr": {"choice": [0.01, 0.1]}, "regularizer.lam": {"choice": [0.0, 0.01]}}
+
+
+@contextlib.contextmanager
+def sweep_process(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Run ``lth-tune sweep …`` in its own process group and SIGKILL the group when the block exits: the driver and
+    whatever it started itself (a local Ray cluster; not a cluster it joined with ``--address``), like a crash."""
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def write_study(tmp_path: Path, data_root: str, name: str, *, space=None, levels: int = 2, epochs: int = 1,

@@ -16,7 +16,7 @@ from lth_tune.runs import IMPRun, write_checkpoint
 from lth_tune.tune import adoption
 from lth_tune.tune import trainable as trainable_mod
 from lth_tune.tune.results import ResultsTable
-from tests.tune.studies import COMPARED, write_study
+from tests.tune.studies import COMPARED, sweep_process, write_study
 
 
 @pytest.fixture
@@ -125,7 +125,6 @@ def test_driver_kill_then_resume_adopts_every_checkpointed_level(tmp_path, data_
     with the ``time_s`` it was computed with — not recomputed, and every row is there once, equal bit for bit to an
     uninterrupted run."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -150,8 +149,7 @@ def test_driver_kill_then_resume_adopts_every_checkpointed_level(tmp_path, data_
         except (FileNotFoundError, pd.errors.EmptyDataError, KeyError):
             return []
 
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
+    with sweep_process(cmd, env):  # killed with the Ray cluster it started at the end of the block
         deadline = time.time() + 300
         while time.time() < deadline:
             known = first_two()
@@ -162,9 +160,6 @@ def test_driver_kill_then_resume_adopts_every_checkpointed_level(tmp_path, data_
             time.sleep(0.1)
         else:
             pytest.fail("no third trial with a level done in time")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray cluster it started, by process group
-        proc.wait()
     done_before = {}  # (lr, lam, level) -> time_s of every level checkpointed before the kill
     for d in exp.glob("trial_*"):
         newest = sorted(d.glob("checkpoint_*/imp_state.pt"))

@@ -6,7 +6,6 @@ never with ``ray stop``.
 """
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import pytest
 from lth_tune.config import load_study
 from lth_tune.tune.sweep import make_searcher, run_sweep
 from tests.tune import studies
-from tests.tune.studies import assert_each_trial_matches_uninterrupted_run
+from tests.tune.studies import assert_each_trial_matches_uninterrupted_run, sweep_process
 
 pytestmark = pytest.mark.e2e
 
@@ -148,7 +147,9 @@ def test_driver_kill_then_resume_reruns_no_completed_trial_and_continues_the_sam
     the configurations an uninterrupted seeded sampler suggests; trials finished before the kill are untouched."""
     n, levels = 5, 2
     space = {"train.lr": {"choice": [0.01, 0.05, 0.1]}, "regularizer.lam": {"choice": [0.0, 0.01]}}
-    path = write_study(tmp_path, data_root, "driverkill", space=space, levels=levels, epochs=30,
+    # trials of several seconds (300 epochs a level of the tiny split): with trial processes reused, 30 epochs let all
+    # five finish within the second between "two finished" and the kill
+    path = write_study(tmp_path, data_root, "driverkill", space=space, levels=levels, epochs=300,
                        search={"sampler": "random", "seed": 5, "num_trials": n, "storage": "sqlite"})
     exp = tmp_path / "results" / "driverkill"
     cmd = [sys.executable, "-m", "lth_tune.cli", "sweep", str(path), "--address", cluster.address, "-v", "0"]
@@ -156,9 +157,7 @@ def test_driver_kill_then_resume_reruns_no_completed_trial_and_continues_the_sam
     # crash loses what happened since. With 0 it saves at every controller step, so "finished before the
     # kill" below means "finished before the driver's last experiment checkpoint".
     env = dict(os.environ, PYTHONUNBUFFERED="1", TUNE_GLOBAL_CHECKPOINT_S="0")
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
-    try:
+    with sweep_process(cmd, env):  # killed at the end of the block: the driver only, the cluster it joined lives on
         def two_finished():
             t = read_csv(exp / "trials.csv")
             return not t.empty and (t["status"] == "TERMINATED").sum() >= 2
@@ -169,9 +168,6 @@ def test_driver_kill_then_resume_reruns_no_completed_trial_and_continues_the_sam
         rows_before = read_csv(exp / "results.csv")
         files_before = {t: snapshot(exp / f"trial_{t}") for t in done}
         time.sleep(1)  # a few controller steps: the experiment checkpoint has seen them finish
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver only: it joined the cluster, which lives on
-        proc.wait()
     assert (read_csv(exp / "trials.csv")["status"] == "TERMINATED").sum() < n, "the kill came too late"
 
     resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300,

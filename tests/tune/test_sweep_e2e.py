@@ -1,7 +1,6 @@
 """End-to-end: a small study through real Ray Tune + Optuna on MNIST-1D, including kill-and-resume."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from lth_tune.cli import main
-from tests.tune.studies import assert_each_trial_matches_uninterrupted_run, write_study
+from tests.tune.studies import assert_each_trial_matches_uninterrupted_run, sweep_process, write_study
 
 pytestmark = pytest.mark.e2e
 
@@ -104,9 +103,7 @@ def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_pat
     exp = tmp_path / "results" / "resume"
     cmd = [sys.executable, "-m", "lth_tune.cli", "sweep", str(path), "-v", "0"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
-    try:
+    with sweep_process(cmd, env):  # killed with the Ray processes it started at the end of the block
         deadline = time.time() + 240
         while time.time() < deadline:
             if (exp / "results.csv").is_file() and len(pd.read_csv(exp / "results.csv")) >= 3:
@@ -114,9 +111,6 @@ def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_pat
             time.sleep(0.5)
         else:
             pytest.fail("sweep produced no results in time")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, by process group
-        proc.wait()
     before = pd.read_csv(exp / "results.csv")
     assert len(before) < 4 * 4, "the kill came too late to test resume"
     done = subprocess.run(cmd + ["--resume"], check=False, env=env, capture_output=True, text=True, timeout=600)
