@@ -16,7 +16,10 @@ PFT (``pbp.mode = "pft"``, α ignored, everything on S)::
 
     stage 1  train the dense network on S;  stage 2 as above on S;
     stage 3  threshold λ to the top (1−s) fraction → deterministic mask, fine-tune W (stage-1 hyperparameters);
-             baseline: the one-shot criterion mask on the stage-1 weights, fine-tuned the same way (Figure 1).
+             baseline: the one-shot criterion mask on the stage-1 weights, fine-tuned the same way (Figure 1);
+             mask_overlap = the share of the one-shot mask PFT keeps (Figure 2, left); with ``noise_variances``
+             the relative accuracy drop on S of the dense, baseline and PFT networks under weight noise
+             W → W + vζ (Figure 2, right; :func:`lth_tune.flatness.weight_noise_robustness`).
 
 σ² = ``prior_var`` is fixed (prior and posterior slabs share it, D.2). Everything the prior consists of depends on
 S_P only: its weights, keep-probabilities, biases and BatchNorm statistics (frozen in stage 3, so they cost no KL),
