@@ -12,6 +12,7 @@ from torch import nn
 
 from lth_tune.data import Split, batches
 from lth_tune.training.optim import Stepper
+from lth_tune.training.regularizers import Regularizer
 
 
 class DivergedError(RuntimeError):
@@ -45,7 +46,7 @@ def train_epochs(
     gamma: float = 0.1,
     generator: torch.Generator | None = None,
     augment: bool = False,
-    regularizer: Callable[[nn.Module], torch.Tensor | float] | None = None,
+    regularizer: Regularizer | None = None,
     on_iteration: Callable[[int], None] | None = None,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
@@ -62,7 +63,7 @@ def train_epochs(
     """
     scheduler = torch.optim.lr_scheduler.MultiStepLR(stepper.optimizer, milestones=list(milestones), gamma=gamma)
     model.train()
-    if regularizer is not None and not getattr(regularizer, "active", True):
+    if regularizer is not None and not regularizer.active:
         regularizer = None  # λ = 0 or kind none: not even a "+ 0.0" per step
     iteration, last = 0, math.nan
     for _epoch in range(epochs):

@@ -209,8 +209,7 @@ class ResultsTable(tune.Callback):
             self.status = {k: v for k, v in self.status.items() if k not in ghosts}
             self.flush(force=True)
         if known or ghosts:  # a resumed experiment: list what lost or restarted trials finished, for adoption
-            self._list_adoptable({t.trial_id for t in trials
-                                  if getattr(t, "status", None) == "TERMINATED" or getattr(t, "checkpoint", None) is not None})
+            self._list_adoptable({t.trial_id for t in trials if t.status == "TERMINATED" or t.checkpoint is not None})
 
     def _list_adoptable(self, skip: set[str]) -> None:
         """``adoptable.json``: the newest checkpoint, by identity, of every trial directory but those of ``skip``

@@ -26,7 +26,9 @@ from lth_tune.tune.sweep import join_uri, make_trainable, optuna_storage_url, ru
 
 
 def trial(tid, lr=0.1):
-    return SimpleNamespace(trial_id=tid, config={"train.lr": lr}, error_file=None, __str__=lambda: tid)
+    """The attributes of ``ray.tune.experiment.Trial`` that the results table reads."""
+    return SimpleNamespace(trial_id=tid, config={"train.lr": lr}, error_file=None, status="RUNNING", checkpoint=None,
+                           __str__=lambda: tid)
 
 
 def result(level, acc=0.5):
