@@ -60,9 +60,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_text_atomic(df.to_csv(index=False), path)
 
 
 #: the branch of an IMP level or PBP stage (controls have their own)
@@ -130,6 +128,7 @@ def _join(fields: list[str]) -> str:
 
 
 def write_text_atomic(text: str, path: Path) -> None:
+    """Write ``path`` whole or not at all (a reader never sees half a file): a temporary file, then a rename."""
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
