@@ -22,6 +22,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from analysis.common import density_axis, markdown_table, save
 from lth_tune.stats import Interval, compare, mean_ci, paired_difference, winning_level
@@ -216,24 +217,52 @@ def figure_tickets_vs_controls(study: dict, df: pd.DataFrame, out: Path, *, conf
     return save(fig, out / "tickets_vs_controls.png")
 
 
-def figure_instability(table: pd.DataFrame, out: Path) -> Path | None:
+_BARRIERS = (("barrier", "between two copies (SGD-noise instability)"),
+             ("init_path_barrier", "from the starting point to the ticket"))
+
+
+def _half_width(i) -> float:
+    return i.half_width if np.isfinite(i.half_width) else 0.0
+
+
+def figure_instability(table: pd.DataFrame, out: Path, *, confidence: float) -> Path | None:
+    """Error barriers with their intervals over seeds: one row per configuration where the study measured one
+    level, else one line per configuration against density (colour and line style together tell them apart)."""
     if table.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=False)
-    for config, sub in table.groupby("configuration"):
-        x = sub["density"].to_numpy()
-        for ax, col in zip(axes, ("barrier", "init_path_barrier")):
-            m = np.array([i.mean for i in sub[col]])
-            err = np.array([i.half_width if np.isfinite(i.half_width) else 0.0 for i in sub[col]])
-            ax.errorbar(x, m, yerr=err, marker="o", markersize=3, capsize=2, label=config)
-    for ax, title in zip(axes, ("between two copies (SGD-noise instability)", "from the starting point to the ticket")):
-        density_axis(ax)
-        ax.set_xlabel("density")
-        ax.set_ylabel("error barrier")
-        ax.set_title(title, fontsize=9)
-        ax.axhline(0, color="0.5", linewidth=0.8)
-    axes[0].legend(fontsize=6)
-    fig.suptitle("Linear mode connectivity (Frankle et al. 2020)", fontsize=10)
+    configs = sorted(table["configuration"].unique())
+    if table["density"].nunique() == 1:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 1.4 + 0.3 * len(configs)), sharey=True)
+        y = np.arange(len(configs))
+        rows = table.set_index("configuration").loc[configs]
+        for ax, (col, title) in zip(axes, _BARRIERS):
+            ax.errorbar([i.mean for i in rows[col]], y, xerr=[_half_width(i) for i in rows[col]], fmt="o",
+                        markersize=4, capsize=2)
+            ax.set_yticks(y, configs, fontsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.set_xlabel(f"error barrier at density {table['density'].iloc[0]:.3g}")
+            ax.set_title(title, fontsize=9)
+            ax.axvline(0, color="0.5", linewidth=0.8)
+            ax.grid(axis="y", color="0.92")
+        axes[0].invert_yaxis()
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for k, config in enumerate(configs):
+            sub = table[table["configuration"] == config].sort_values("density")
+            style = {"color": colors[k % len(colors)], "linestyle": ("-", "--", ":", "-.")[k // len(colors) % 4]}
+            for ax, (col, _) in zip(axes, _BARRIERS):
+                ax.errorbar(sub["density"], [i.mean for i in sub[col]], yerr=[_half_width(i) for i in sub[col]],
+                            marker="o", markersize=3, capsize=2, label=config, **style)
+        for ax, (_, title) in zip(axes, _BARRIERS):
+            density_axis(ax)
+            ax.set_xlabel("density")
+            ax.set_ylabel("error barrier")
+            ax.set_title(title, fontsize=9)
+            ax.axhline(0, color="0.5", linewidth=0.8)
+        axes[0].legend(fontsize=6)
+    fig.suptitle(f"Linear mode connectivity (Frankle et al. 2020): mean and {int(100 * confidence)}% interval over seeds",
+                 fontsize=10)
     return save(fig, out / "instability.png")
 
 
@@ -263,7 +292,7 @@ def run_ticket_analyses(study: dict, df: pd.DataFrame, out: str | Path) -> tuple
     (out / "tickets.md").write_text("\n".join(lines) + "\n")
     written.append(out / "tickets.md")
     for fig in (figure_tickets_vs_controls(study, df, out, confidence=conf),
-                figure_instability(tables["instability"], out)):
+                figure_instability(tables["instability"], out, confidence=conf)):
         if fig is not None:
             written.append(fig)
     tables.update(epsilon=eps, confidence=conf)
