@@ -79,13 +79,14 @@ def figure1(study: dict, df: pd.DataFrame, out: Path) -> Path | None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (crit, sub) in enumerate(rows.groupby("criterion")):
         g = sub.groupby("sparsity_target")
-        for col, style, label in (("err_baseline", "--", "one-shot"), ("err_pft", "-", "+ PFT")):
+        for col, style, marker, label in (("err_baseline", "--", "s", "one-shot"), ("err_pft", "-", "o", "+ PFT")):
             mean, ci = _mean_ci(g, col)
             ax.errorbar(mean.index, mean.values, yerr=ci.values, color=colors[i % len(colors)], linestyle=style,
-                        marker="o", markersize=3, capsize=2, label=f"{crit} {label}")
+                        marker=marker, markersize=5, mfc="white" if col == "err_baseline" else None, capsize=2,
+                        label=f"{crit} {label}")
     ax.set_xlabel("sparsity s")
     ax.set_ylabel("test error")
-    ax.set_title("Probabilistic fine-tuning vs one-shot pruning", fontsize=9)
+    ax.set_title("Probabilistic fine-tuning vs one-shot pruning (mean, 95% normal interval over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     return save(fig, out / "pft_vs_baseline.png")
 
