@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 setup: $(BIN)/.installed
 
-sweep: setup        ## the main job: l2_init study on the embedded MNIST-1D (~11.5 min on 2 CPU cores, setup included)
+sweep: setup        ## the main job: l2_init study on the embedded MNIST-1D (8–11.5 min on 2 CPU cores, setup included)
 	@echo "sweep: lth-tune sweep search_spaces/l2init.yaml (add --verbose for Tune's trial tables)"
 	@$(BIN)/lth-tune sweep search_spaces/l2init.yaml
 
