@@ -455,6 +455,10 @@ class SearchConfig(_Strict):
     space: dict[str, GridParam] = Field(
         default_factory=dict, description="experiment key → grid, e.g. train.lr: {choice: [0.01, 0.1]}")
     max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint")
+    checkpoint_every_s: float = Field(
+        0.0, ge=0.0, description="a trial checkpoints a step when this many seconds passed since its last checkpoint "
+        "(0 = every step); steps kept for later measurement and the last are always checkpointed. A retried "
+        "trial recomputes at most this much, with the same numbers")
     storage: str | None = Field(None, description="Optuna RDB: 'sqlite' (= sqlite:///<experiment>/optuna.db) or "
                                 "any SQLAlchemy URL, e.g. postgresql://host/db; None = in memory")
 

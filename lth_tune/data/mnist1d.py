@@ -15,6 +15,8 @@ standardises per channel with a reference split of its own).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import random
 import uuid
@@ -43,15 +45,30 @@ def _dataset_args() -> Any:
     return args
 
 
-def _args_tag(args: Any) -> str:
-    items = sorted((k, v) for k, v in vars(args).items() if k != "url")
-    return f"{zlib.crc32(repr(items).encode()):08x}"
+#: the package's modules that define the generated data: its default arguments and templates (``data``) and the
+#: transformation of each example (``transform``)
+GENERATOR_MODULES = ("data.py", "transform.py")
+
+
+@functools.cache
+def generator_tag() -> str:
+    """A hash of the installed generator's source (:data:`GENERATOR_MODULES`), so a cache file made by another
+    version of the generator is never read. Read as bytes, not imported: importing ``mnist1d.data`` takes about
+    a second (SciPy, requests), which every trial process would pay just to name a cached file."""
+    spec = importlib.util.find_spec("mnist1d")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the mnist1d package is not installed: pip install mnist1d")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    crc = 0
+    for name in GENERATOR_MODULES:
+        crc = zlib.crc32((package / name).read_bytes(), crc)
+    return f"{crc:08x}"
 
 
 def mnist1d_cache_path(root: str | os.PathLike[str], num_samples: int | None = None) -> Path:
-    """Where the generated dataset is cached: ``<root>/mnist1d/mnist1d_seed42_<args hash>.npz`` for the
-    classic dataset, ``mnist1d_n<N>_seed4242_<args hash>.npz`` for N training examples."""
-    tag = _args_tag(_dataset_args())
+    """Where the generated dataset is cached: ``<root>/mnist1d/mnist1d_seed42_<generator hash>.npz`` for the
+    classic dataset, ``mnist1d_n<N>_seed4242_<generator hash>.npz`` for N training examples."""
+    tag = generator_tag()
     if num_samples is None:
         return Path(root) / "mnist1d" / f"mnist1d_seed{MNIST1D_SEED}_{tag}.npz"
     return Path(root) / "mnist1d" / f"mnist1d_n{num_samples}_seed{MNIST1D_LARGE_SEED}_{tag}.npz"

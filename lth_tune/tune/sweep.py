@@ -8,20 +8,32 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import optuna
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from lth_tune.config import StudyConfig, StudyError
-from lth_tune.tune.results import OPTUNA_DB
-from lth_tune.tune.searcher import DurableOptunaSearch  # also the name older tuner.pkl files refer to
 from lth_tune.versions import version_differences, versions
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+# Optuna, pandas and Tune are imported where they are used, not here: `lth-tune sweep` imports this module before
+# the study is checked, and the ≈1 s they take then overlaps the start of the Ray cluster (ClusterStart) instead.
 
 STUDY_FILE = "study.json"
 _SCALARS = (bool, int, float, str, type(None))
+
+
+def __getattr__(name: str):
+    """``DurableOptunaSearch``, the name under which older ``tuner.pkl`` files refer to the searcher."""
+    if name == "DurableOptunaSearch":
+        from lth_tune.tune.searcher import DurableOptunaSearch
+
+        return DurableOptunaSearch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -31,8 +43,11 @@ class SweepOutcome:
     num_trials: int
     num_errors: int
     #: seconds spent in each phase of :func:`run_sweep` (``start``: checks, data and Ray start-up; ``fit``:
-    #: ``Tuner.fit``; ``end``: ``ray.shutdown`` and the summary; ``total``)
+    #: ``Tuner.fit``; ``end``: ``ray.shutdown`` (unless it closes in the background) and the summary; ``total``)
     timings: dict[str, float] = field(default_factory=dict)
+    #: waits for what the sweep still closes in the background (``run_sweep(close_in_background=True)``: the Ray
+    #: cluster's shutdown, the final TensorBoard rewrite); at once otherwise
+    finish: Callable[[], None] = field(default=lambda: None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -46,18 +61,106 @@ class Engine:
     after every result from rows formatted once (``results.CsvRows``, ≈1 ms at 800 rows) instead of through a
     DataFrame (≈20 ms; before every experiment-state save too, which Tune forces every few checkpoints, while the
     trials that reported wait for the driver). ``tensorboard_flush_each``: flush the TensorBoard
-    event file after every result instead of every 10 s.
+    event file after every result instead of every 10 s. ``overlap_start``: the sweep's local Ray cluster starts
+    in the background (:class:`ClusterStart`) while the driver imports Tune and builds the Tuner, instead of
+    before.
+    ``overlap_end``: the final TensorBoard rewrite runs while the cluster shuts down, instead of before, and
+    ``run_sweep(close_in_background=True)`` (the CLI) prints the summary meanwhile.
     """
 
     reuse_actors: bool = True
     fast_tables: bool = True
     tensorboard_flush_each: bool = False
+    overlap_start: bool = True
+    overlap_end: bool = True
 
 
 #: the default
 ENGINE = Engine()
-#: the design before issue 13 (a process per trial, tables rewritten through pandas, TensorBoard flushed per result)
-PREVIOUS_ENGINE = Engine(reuse_actors=False, fast_tables=False, tensorboard_flush_each=True)
+#: the design before issue 13 (a process per trial, tables rewritten through pandas, TensorBoard flushed per result,
+#: Ray started before the Tuner is built)
+PREVIOUS_ENGINE = Engine(reuse_actors=False, fast_tables=False, tensorboard_flush_each=True, overlap_start=False,
+                         overlap_end=False)
+
+
+class ClusterStart:
+    """The sweep's own local Ray cluster, started in a background thread when ``background``: Ray's processes (GCS,
+    raylet, agents) take ≈3 s to come up, nearly all of it the driver waiting, while the driver has Tune to import,
+    the study record to write and the Tuner's parts to build. ``wait()`` returns once Ray is up (or raises what
+    ``ray.init`` raised); ``stop()`` shuts the cluster down.
+
+    The thread lives until ``stop()`` and shuts the cluster down itself: Ray starts its processes with a parent-death
+    signal, which Linux sends when the *thread* that started them ends, so a thread that returned after ``ray.init``
+    would take the cluster with it. ``ray.init`` in the main thread also sets a SIGTERM handler (exit, so ``atexit``
+    shuts the cluster down) and, outside it, logs that it cannot: the handler is set here, in the calling thread."""
+
+    def __init__(self, address: str | None, verbose: int, *, background: bool = True):
+        import threading
+
+        self._kwargs = {
+            # address "local" always starts a fresh cluster for this sweep: without it ray.init() would attach to
+            # whatever cluster last ran on this machine (another user's, or a test's)
+            "address": address or "local", "include_dashboard": False, "logging_level": logging.WARNING,
+            "log_to_driver": verbose > 1,
+        }
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not background:
+            self._init()
+            return
+        if threading.current_thread() is threading.main_thread():
+            import signal
+
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        self._up, self._done = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ray-cluster", daemon=True)
+        self._thread.start()
+
+    def _init(self) -> None:
+        import ray
+
+        ray.init(**self._kwargs)
+
+    def _run(self) -> None:
+        import ray
+
+        ray_worker_log = logging.getLogger("ray._private.worker")
+        level = ray_worker_log.level
+        ray_worker_log.setLevel(logging.ERROR)  # "SIGTERM handler is not set ..." (set by __init__ instead)
+        try:
+            self._init()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread by wait()
+            self._error = err
+        finally:
+            ray_worker_log.setLevel(level)
+            self._up.set()
+        self._done.wait()
+        if ray.is_initialized():
+            ray.shutdown()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._up.wait()
+        if self._error is not None:
+            raise self._error
+
+    def release(self) -> None:
+        """Let the background thread shut the cluster down, without waiting for it (``stop()`` waits; without a
+        background thread, this is ``stop()``)."""
+        if self._thread is None:
+            self.stop()
+        else:
+            self._done.set()
+
+    def stop(self) -> None:
+        import ray
+
+        if self._thread is None:
+            if ray.is_initialized():
+                ray.shutdown()
+            return
+        self._done.set()
+        self._thread.join()
 
 
 def is_uri(path: str) -> bool:
@@ -103,6 +206,8 @@ def prepare_data(study: StudyConfig) -> None:
 
 def search_space(study: StudyConfig) -> tuple[dict[str, Any], dict[str, list]]:
     """Optuna distributions over the grid, plus the grid lists of keys whose values are not scalars."""
+    import optuna
+
     space, encoded = {}, {}
     for key, values in study.search.grid().items():
         if all(isinstance(v, _SCALARS) for v in values):
@@ -114,6 +219,8 @@ def search_space(study: StudyConfig) -> tuple[dict[str, Any], dict[str, list]]:
 
 
 def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
+    import optuna
+
     s = study.search
     if s.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=s.seed)
@@ -125,6 +232,8 @@ def make_sampler(study: StudyConfig) -> optuna.samplers.BaseSampler:
 
 def optuna_storage_url(study: StudyConfig, exp_dir: Path) -> str | None:
     """``search.storage``: None (in memory), 'sqlite' (a file in the experiment directory) or a SQLAlchemy URL."""
+    from lth_tune.tune.results import OPTUNA_DB
+
     url = study.search.storage
     if url == "sqlite":
         return f"sqlite:///{(exp_dir / OPTUNA_DB).resolve()}"
@@ -132,7 +241,10 @@ def optuna_storage_url(study: StudyConfig, exp_dir: Path) -> str | None:
 
 
 def make_searcher(study: StudyConfig, exp_dir: Path | None = None):
+    import optuna
     from ray.tune.search import ConcurrencyLimiter
+
+    from lth_tune.tune.searcher import DurableOptunaSearch
 
     space, _ = search_space(study)
     storage = None
@@ -159,7 +271,8 @@ def make_trainable(study: StudyConfig, adopt: str | None = None):
         base["data"]["root"] = str(Path(base["data"]["root"]).expanduser().resolve())
     r = study.resources
     fn = tune.with_parameters(run_trainable, base=base, encoded=encoded, threads=r.torch_threads,
-                              gpu_fraction=r.gpu if r.gpu < 1 else 0.0, metric=study.search.metric, adopt=adopt)
+                              gpu_fraction=r.gpu if r.gpu < 1 else 0.0, metric=study.search.metric, adopt=adopt,
+                              checkpoint_every_s=study.search.checkpoint_every_s)
     return tune.with_resources(fn, {"cpu": r.cpu, "gpu": r.gpu, **r.custom})
 
 
@@ -222,53 +335,63 @@ def check_resume(study: StudyConfig, exp_dir: Path, resume: bool) -> None:
 
 def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | None = None,
               resume: bool = False, source: str | None = None, verbose: int = 0,
-              engine: Engine | None = None) -> SweepOutcome:
+              engine: Engine | None = None, callbacks: tuple = (), close_in_background: bool = False) -> SweepOutcome:
     """Validate data, start (or join) Ray, run the Tuner, write results.csv, print the summary.
 
     ``verbose``: 0 the progress display (:mod:`lth_tune.tune.progress`), 1 Tune's tables, 2 also the trials' logs.
     TensorBoard goes to ``<experiment>/tensorboard`` (:mod:`lth_tune.tune.tensorboard`), not Tune's trial dirs.
     ``engine``: how Tune is driven (default :data:`ENGINE`; a resumed sweep keeps the trial-process reuse it started
-    with)."""
+    with). ``callbacks``: functions returning more Tune callbacks for a new sweep, called once Tune is imported
+    (``bench/study_overhead.py`` times the trials with one). ``close_in_background``: return with the summary
+    while the sweep's own cluster shuts down and the final TensorBoard rewrite finishes (the CLI draws the figures
+    meanwhile); the caller then waits with ``outcome.finish()``."""
     t_start = time.monotonic()
     engine = engine or ENGINE
     import ray
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from lth_tune.tune.results import (
-        RESULTS_FILE,
-        TRIALS_FILE,
-        ResultsTable,
-        download_missing,
-        order_rows,
-        summary,
-        upload_files,
-    )
-    from lth_tune.tune.tensorboard import TENSORBOARD_DIR
-    from lth_tune.tune.trainable import NoRetryOnDivergence
 
     storage_path, exp_dir = experiment_dir(study, storage)
     remote = join_uri(storage_path, study.experiment_name) if is_uri(storage_path) else None
     if remote:  # a driver on a new machine continues from the tables mirrored next to the checkpoints
+        from lth_tune.tune.results import OPTUNA_DB, RESULTS_FILE, TRIALS_FILE, download_missing
+
         download_missing(remote, exp_dir, [STUDY_FILE, RESULTS_FILE, TRIALS_FILE, OPTUNA_DB])
     check_resume(study, exp_dir, resume)
     prepare_data(study)
-    if not resume:
-        write_study(study, exp_dir, source)
-        if remote:
-            upload_files(exp_dir, remote, [STUDY_FILE])
-
-    if verbose < 2:  # "A new study created in memory", GridSampler's Study.stop outside optimize()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Every check has passed: the cluster may start. Ray's processes come up (≈3 s, mostly the driver waiting for
+    # them) while this thread imports Tune's parts, writes the study record and builds the Tuner's parts.
     started_here = not ray.is_initialized()
-    if started_here:
-        # address "local" always starts a fresh cluster for this sweep: without it ray.init() would
-        # attach to whatever cluster last ran on this machine (another user's, or a test's)
-        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=verbose > 1)
+    cluster = ClusterStart(address, verbose, background=engine.overlap_start) if started_here else None
+    views: list = []
     try:
-        trainable = make_trainable(study, adopt=(remote or str(exp_dir)) if resume else None)
+        import optuna
+        import pandas as pd
+        from ray import tune
+        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+        from lth_tune.tune.results import (
+            RESULTS_FILE,
+            TRIALS_FILE,
+            ResultsTable,
+            order_rows,
+            summary,
+            upload_files,
+        )
+        from lth_tune.tune.tensorboard import TENSORBOARD_DIR
+        from lth_tune.tune.trainable import NoRetryOnDivergence
+
+        if not resume:
+            write_study(study, exp_dir, source)
+            if remote:
+                upload_files(exp_dir, remote, [STUDY_FILE])
+        if verbose < 2:  # "A new study created in memory", GridSampler's Study.stop outside optimize()
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         table = ResultsTable(exp_dir, mirror=remote, fast=engine.fast_tables)
+        views = [] if resume else view_callbacks(study, exp_dir, remote, verbose, engine)
+        searcher = None if resume else make_searcher(study, exp_dir)
+        checkpoints = None if resume else checkpoint_config(study)
+        if cluster is not None:
+            cluster.wait()
+        trainable = make_trainable(study, adopt=(remote or str(exp_dir)) if resume else None)
         if resume:
             tuner = tune.Tuner.restore(remote or str(Path(storage_path) / study.experiment_name),
                                        trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -276,16 +399,16 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=make_searcher(study, exp_dir), num_samples=num_samples(study),
+                    search_alg=searcher, num_samples=num_samples(study),
                     metric=study.search.metric, mode=study.search.mode,
                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}", reuse_actors=engine.reuse_actors,
                 ),
                 run_config=tune.RunConfig(
                     name=study.experiment_name, storage_path=storage_path,
                     failure_config=tune.FailureConfig(max_failures=study.search.max_failures),
-                    checkpoint_config=checkpoint_config(study),
-                    callbacks=[table, NoRetryOnDivergence(), CSVLoggerCallback(), JsonLoggerCallback(),
-                               *view_callbacks(study, exp_dir, remote, verbose, engine)],
+                    checkpoint_config=checkpoints,
+                    callbacks=[table, NoRetryOnDivergence(), CSVLoggerCallback(), JsonLoggerCallback(), *views,
+                               *(make() for make in callbacks)],
                     verbose=verbose,
                 ),
             )
@@ -293,9 +416,17 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         with _env(**quiet_tune(verbose)):
             grid = tuner.fit()
         t_fitted = time.monotonic()
-    finally:
-        if started_here:
-            ray.shutdown()
+    except BaseException:
+        _close(cluster, views)
+        raise
+
+    def finish() -> None:
+        _close(cluster, views)
+
+    if close_in_background and engine.overlap_end and cluster is not None:
+        cluster.release()  # its thread shuts the cluster down; finish() waits for it
+    else:
+        finish()
     df = order_rows(pd.read_csv(exp_dir / RESULTS_FILE)) if (exp_dir / RESULTS_FILE).is_file() else table.frame()
     errors = sum(1 for r in grid if r.error is not None)
     print(summary(df, study.search.metric, study.search.mode, list(study.search.space)))
@@ -307,7 +438,19 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
           f"{f' (mirrored to {join_uri(remote, TENSORBOARD_DIR)})' if remote else ''}")
     t_end = time.monotonic()
     timings = {"start": t_fit - t_start, "fit": t_fitted - t_fit, "end": t_end - t_fitted, "total": t_end - t_start}
-    return SweepOutcome(exp_dir, df, len(grid), errors, timings)
+    return SweepOutcome(exp_dir, df, len(grid), errors, timings, finish)
+
+
+def _close(cluster: ClusterStart | None, views: list) -> None:
+    """Shut the sweep's own cluster down (if it started one) and wait for the final TensorBoard rewrite, which ran
+    meanwhile."""
+    from lth_tune.tune.tensorboard import TensorBoardCallback
+
+    if cluster is not None:
+        cluster.stop()
+    for view in views:
+        if isinstance(view, TensorBoardCallback):
+            view.wait()
 
 
 def view_callbacks(study: StudyConfig, exp_dir: Path, remote: str | None, verbose: int, engine: Engine = ENGINE) -> list:
@@ -320,7 +463,8 @@ def view_callbacks(study: StudyConfig, exp_dir: Path, remote: str | None, verbos
     views = [TensorBoardCallback(exp_dir, grid=grid, encoded=encoded, epsilon=study.verdict.epsilon,
                                  confidence=study.verdict.confidence, metric=study.search.metric,
                                  mirror=join_uri(remote, TENSORBOARD_DIR) if remote else None,
-                                 flush_each=engine.tensorboard_flush_each)]
+                                 flush_each=engine.tensorboard_flush_each,
+                                 finish_in_background=engine.overlap_end)]
     if verbose == 0:
         levels = [v + 1 for v in grid.get("pruning.levels", [])] or [levels_of(study.experiment)]
         base = study.experiment.model_dump(mode="json")

@@ -24,6 +24,7 @@ import math
 import numbers
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -339,13 +340,20 @@ class TensorBoardCallback(tune.Callback):
 
     ``mirror``: where to copy the directory (``--storage s3://…``: ``<experiment URI>/tensorboard``); it is copied at most every
     ``upload_every_s`` seconds while results arrive, and when a trial or the experiment ends.
+
+    ``finish_in_background``: the final rewrite (≈1 s for the main job) runs in a thread started by
+    ``on_experiment_end``, so the sweep shuts its Ray cluster down meanwhile; :meth:`wait` joins it. Off for a
+    callback Tune unpickles (a resumed sweep), whose caller cannot reach it to wait.
     """
 
     def __init__(self, experiment_dir: str | Path, *, grid: dict[str, list], encoded: dict[str, list] | None = None,
                  epsilon: float = 0.01, confidence: float = 0.95, metric: str | None = None,
-                 mirror: str | None = None, upload_every_s: float = 30.0, flush_each: bool = False):
+                 mirror: str | None = None, upload_every_s: float = 30.0, flush_each: bool = False,
+                 finish_in_background: bool = False):
         self.dir = Path(experiment_dir)
         self.flush_each = flush_each
+        self.finish_in_background = finish_in_background
+        self._finishing: threading.Thread | None = None
         self.grid, self.encoded = grid, encoded or {}
         self.epsilon, self.confidence, self.metric = epsilon, confidence, metric
         self.mirror, self.upload_every_s = mirror, upload_every_s
@@ -361,7 +369,7 @@ class TensorBoardCallback(tune.Callback):
         return {k: getattr(self, k) for k in self._STATE}
 
     def __setstate__(self, state):
-        self.__dict__.update({"flush_each": False, **state})
+        self.__dict__.update({"flush_each": False, **state, "finish_in_background": False, "_finishing": None})
         self._load()
 
     def setup(self, **info):
@@ -420,10 +428,24 @@ class TensorBoardCallback(tune.Callback):
             w.close()
 
     def on_experiment_end(self, trials, **info):
-        from lth_tune.tune.results import RESULTS_FILE
-
         for run in list(self._writers):
             self._close(run)
+        if self.finish_in_background:
+            self._finishing = threading.Thread(target=self._finish, name="tensorboard-final", daemon=True)
+            self._finishing.start()
+        else:
+            self._finish()
+
+    def wait(self) -> None:
+        """Return once the final rewrite is written (at once unless it runs in the background)."""
+        if self._finishing is not None:
+            self._finishing.join()
+            self._finishing = None
+
+    def _finish(self) -> None:
+        """The final rewrite from ``results.csv`` (:func:`write_tensorboard`), then the mirror."""
+        from lth_tune.tune.results import RESULTS_FILE
+
         path = self.dir / RESULTS_FILE
         if path.is_file():
             try:

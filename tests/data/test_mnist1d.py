@@ -125,6 +125,26 @@ def test_any_size_keeps_the_classic_test_split(mnist1d_root: Path, monkeypatch: 
     assert (len(b.train), len(b.val), len(b.test)) == (240, 60, 1000)
 
 
+def test_cache_name_follows_the_generator_source_without_importing_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zlib
+
+    import mnist1d
+
+    package = Path(mnist1d.__file__).parent
+    crc = 0
+    for name in m1d.GENERATOR_MODULES:
+        crc = zlib.crc32((package / name).read_bytes(), crc)
+    assert m1d.mnist1d_cache_path(tmp_path).name == f"mnist1d_seed42_{crc:08x}.npz"
+    assert m1d.mnist1d_cache_path(tmp_path, 300).name == f"mnist1d_n300_seed4242_{crc:08x}.npz"
+    # naming a cached file (what every trial does first) does not import the generator (about a second)
+    code = ("import sys; from lth_tune.data import mnist1d as m; m.mnist1d_cache_path('.'); "
+            "print('mnist1d.data' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_a_damaged_cache_file_is_regenerated(mnist1d_root: Path) -> None:
     path = m1d.mnist1d_cache_path(mnist1d_root, 100)
     first = m1d.load_mnist1d(mnist1d_root, num_samples=100)

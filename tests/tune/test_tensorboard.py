@@ -155,6 +155,29 @@ def test_callback_writes_each_point_once_and_skips_what_results_csv_holds(tmp_pa
     assert [s for s, _ in points(final, "accuracy/test")] == [0, 1, 2]
 
 
+def test_final_rewrite_in_the_background_writes_what_the_synchronous_one_writes(tmp_path):
+    import pickle
+
+    df = results(controls=False)
+    trials = [trial("t0", 0.01, 0), trial("t1", 0.01, 1)]
+    written = {}
+    for background in (False, True):
+        exp = tmp_path / str(background)
+        exp.mkdir()
+        df.to_csv(exp / "results.csv", index=False)
+        cb = TensorBoardCallback(exp, grid=GRID, finish_in_background=background)
+        cb.setup()
+        cb.on_experiment_end(trials)
+        cb.wait()
+        assert cb._finishing is None
+        runs = sorted(p.name for p in (exp / "tensorboard").iterdir())
+        written[background] = {run: points(read(exp / "tensorboard" / run), "accuracy/test") for run in runs}
+    assert written[True] == written[False] and len(written[True]) >= 2
+    # a callback Tune unpickles (a resumed sweep: nobody can wait for it) finishes before on_experiment_end returns
+    again = pickle.loads(pickle.dumps(TensorBoardCallback(tmp_path / "True", grid=GRID, finish_in_background=True)))
+    assert again.finish_in_background is False
+
+
 def test_winning_level_is_the_sparsest_level_within_epsilon_of_dense():
     dense = {0: 0.90, 1: 0.92}
     by_level = {0: dense, 1: {0: 0.89, 1: 0.91}, 2: {0: 0.80, 1: 0.91}, 3: {0: 0.895, 1: 0.915}}

@@ -1,0 +1,99 @@
+"""The sweep's own local cluster, started in a background thread (:class:`lth_tune.tune.sweep.ClusterStart`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from lth_tune.tune.sweep import ClusterStart
+
+pytestmark = pytest.mark.e2e
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state) of a live process, from /proc; None once it is gone (or a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[1]), fields[0]) if fields[0] != "Z" else None
+
+
+def _ray_processes() -> list[int]:
+    """This process's descendants that are Ray's GCS or raylet."""
+    parents = {int(p.name): st[0] for p in Path("/proc").iterdir() if p.name.isdigit() and (st := _stat(int(p.name)))}
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in mine} - mine
+        mine |= more
+        grew = bool(more)
+    out = []
+    for pid in mine - {os.getpid()}:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "gcs_server" in cmd or "raylet" in cmd:
+            out.append(pid)
+    return out
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in pids if _stat(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
+def test_cluster_started_in_the_background_serves_the_driver_until_stopped():
+    import ray
+
+    assert not ray.is_initialized()
+    cluster = ClusterStart(None, verbose=0)
+    try:
+        cluster.wait()
+        processes = _ray_processes()
+        assert len(processes) >= 2  # GCS and raylet, children of this process
+
+        @ray.remote(num_cpus=1)
+        def pid() -> int:
+            return os.getpid()
+
+        # the thread that started Ray is still alive: Linux kills a process started with a parent-death signal
+        # when the *thread* that started it ends, and the cluster would be gone by now
+        assert ray.get(pid.remote(), timeout=60) != os.getpid()
+        assert all(_stat(p) for p in processes)
+    finally:
+        cluster.stop()
+    assert not ray.is_initialized()
+    assert not _wait_gone(processes, timeout=30)
+
+
+def test_a_released_cluster_shuts_down_in_its_own_thread():
+    import ray
+
+    cluster = ClusterStart(None, verbose=0)
+    cluster.wait()
+    processes = _ray_processes()
+    assert processes
+    cluster.release()  # returns at once; the cluster's thread shuts it down (the CLI draws figures meanwhile)
+    assert not _wait_gone(processes, timeout=60)
+    cluster.stop()  # waits for the thread: nothing left to do
+    assert not ray.is_initialized()
+
+
+def test_an_error_of_the_start_is_raised_by_wait(monkeypatch):
+    import ray
+
+    def fail(self):
+        raise RuntimeError("no cluster today")
+
+    monkeypatch.setattr(ClusterStart, "_init", fail)
+    cluster = ClusterStart(None, verbose=0)
+    with pytest.raises(RuntimeError, match="no cluster today"):
+        cluster.wait()
+    cluster.stop()  # nothing to shut down
+    assert not ray.is_initialized()
