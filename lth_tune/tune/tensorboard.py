@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from ray import tune
 
@@ -173,11 +174,14 @@ def _add_summary(writer, summary_pb) -> None:
     writer._get_file_writer().add_summary(summary_pb)
 
 
-def _purge(tb_dir: Path) -> None:
-    """Remove the runs this module writes (event files and run directories), nothing else."""
+def _purge(tb_dir: Path, keep: set[str] = frozenset()) -> None:
+    """Remove the runs this module writes (event files and run directories) but those named in ``keep``, nothing
+    else."""
     if not tb_dir.is_dir():
         return
     for path in tb_dir.iterdir():
+        if path.name in keep:
+            continue
         if path.is_dir() and any(p.name.startswith(EVENTS) for p in path.rglob(f"{EVENTS}*")):
             shutil.rmtree(path)
         elif path.is_file() and path.name.startswith(EVENTS):
@@ -231,18 +235,24 @@ HPARAM_METRICS = [  # TensorBoard shows the first five at first
 
 def write_tensorboard(tb_dir: str | Path, results: pd.DataFrame, *, grid: dict[str, list],
                       encoded: dict[str, list] | None = None, epsilon: float = 0.01, confidence: float = 0.95,
-                      metric: str | None = None) -> list[str]:
+                      metric: str | None = None, written_live: set[tuple[str, int, str]] | None = None) -> list[str]:
     """(Re)write ``tb_dir`` from a results table (``results.csv``): per-trial runs, mean-over-seeds runs, the
-    custom-scalars layout and the HParams experiment. Returns the run names written."""
+    custom-scalars layout and the HParams experiment. Returns the run names written.
+
+    ``written_live``: the (run, level, branch) points a sweep's callback wrote as results arrived, each once. A
+    trial's run whose points are exactly the table's (one trial, nothing more, nothing less) keeps its curves; it
+    only gets its HParams session and verdict, in a second event file (TensorBoard reads every event file of a
+    run). Every other run is rewritten."""
     from tensorboard.plugins.hparams import summary_v2 as hp
 
     tb_dir = Path(tb_dir)
-    _purge(tb_dir)
-    tb_dir.mkdir(parents=True, exist_ok=True)
     names = RunNames(grid, encoded)
-    if results.empty:
+    df = _frame(results, names) if not results.empty else None
+    keep = _complete_runs(df, written_live) if df is not None and written_live else set()
+    _purge(tb_dir, keep)
+    tb_dir.mkdir(parents=True, exist_ok=True)
+    if df is None:
         return []
-    df = _frame(results, names)
     written, tags = [], set()
 
     def write_run(run: str, curves: pd.DataFrame, trials: pd.DataFrame, seed: str | None) -> None:
@@ -252,10 +262,13 @@ def write_tensorboard(tb_dir: str | Path, results: pd.DataFrame, *, grid: dict[s
         if names.seeds:
             values["seed"] = seed
         with _writer(tb_dir / run) as w:
-            for r in curves.sort_values(["level", "branch"]).to_dict("records"):
-                for tag, value in scalars(r, r["branch"]).items():
-                    w.add_scalar(tag, value, int(r["level"]))
-                    tags.add(tag)
+            if run in keep:  # its curves are on disk: only their tags are needed, for the layout
+                tags.update(_tags(curves))
+            else:
+                for r in curves.sort_values(["level", "branch"]).to_dict("records"):
+                    for tag, value in scalars(r, r["branch"]).items():
+                        w.add_scalar(tag, value, int(r["level"]))
+                        tags.add(tag)
             _add_summary(w, hp.hparams_pb(values, trial_id=run, start_time_secs=time.time()))
             deepest = int(trials["level"].max())
             for tag, value in _verdict(trials, epsilon, confidence).items():
@@ -276,6 +289,38 @@ def write_tensorboard(tb_dir: str | Path, results: pd.DataFrame, *, grid: dict[s
         w.add_custom_scalars(layout(tags))
         _add_summary(w, hparams_config(hp, names, df, tags, metric))
     return written
+
+
+def _tags(rows: pd.DataFrame) -> set[str]:
+    """The tags :func:`scalars` gives the rows of ``rows`` (a column with a finite number in a branch's rows)."""
+    from lth_tune.tune.results import TUNE_KEYS
+
+    out = set()
+    for branch, g in rows.groupby("branch", sort=False):
+        for key in g.columns:
+            if key in TUNE_KEYS or key.startswith(("config/", "_")) or key == "branch":
+                continue
+            values = g[key]
+            if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+                continue
+            if np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)).any():
+                tag = tag_of(key, branch)
+                if tag is not None:
+                    out.add(tag)
+    return out
+
+
+def _complete_runs(df: pd.DataFrame, written_live: set[tuple[str, int, str]]) -> set[str]:
+    """Runs of one trial whose points in ``df`` are exactly the ``written_live`` points of that run."""
+    live: dict[str, set[tuple[int, str]]] = {}
+    for run, level, branch in written_live:
+        live.setdefault(run, set()).add((int(level), branch))
+    out = set()
+    for run, rows in df.groupby("_run", sort=False):
+        points = set(zip(rows["level"].astype(int), rows["branch"]))
+        if rows["trial_id"].nunique() == 1 and len(points) == len(rows) and live.get(run) == points:
+            out.add(run)
+    return out
 
 
 def _hparam_value(value: Any) -> Any:
@@ -384,6 +429,8 @@ class TensorBoardCallback(tune.Callback):
         self._written: set[tuple[str, int, str]] = set()
         self._uploaded = -math.inf
         path = self.dir / RESULTS_FILE
+        #: this callback saw the experiment from its start: every point in the files is one it wrote
+        self._fresh = not path.is_file() and not self.tb_dir.exists()
         if path.is_file():
             try:
                 df = _frame(pd.read_csv(path), self.names)
@@ -449,8 +496,11 @@ class TensorBoardCallback(tune.Callback):
         path = self.dir / RESULTS_FILE
         if path.is_file():
             try:
+                # a sweep that started this experiment wrote each trial's curves itself: those stay
+                live = self._written if self._fresh else None
                 write_tensorboard(self.tb_dir, pd.read_csv(path), grid=self.grid, encoded=self.encoded,
-                                  epsilon=self.epsilon, confidence=self.confidence, metric=self.metric)
+                                  epsilon=self.epsilon, confidence=self.confidence, metric=self.metric,
+                                  written_live=live)
             except Exception as err:  # noqa: BLE001 - a view: the results are safe in results.csv
                 logger.warning("TensorBoard: could not rewrite %s from %s: %s", self.tb_dir, path, err)
         self._mirror(force=True, replace=True)

@@ -178,6 +178,64 @@ def test_final_rewrite_in_the_background_writes_what_the_synchronous_one_writes(
     assert again.finish_in_background is False
 
 
+def _without_time(content: bytes) -> str:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = plugin_data_pb2.HParamsPluginData.FromString(content)
+    data.session_start_info.start_time_secs = 0
+    return str(data)
+
+
+def _everything(tb_dir):
+    """{run: {tag: points}} of every scalar, plus each run's HParams session values."""
+    out = {}
+    for run_dir in sorted(p for p in tb_dir.iterdir() if p.is_dir()):
+        acc = read(run_dir)
+        content = {tag: points(acc, tag) for tag in acc.Tags()["scalars"]}
+        content["_hparams"] = sorted((tag, _without_time(data)) for tag, data in
+                                     acc.PluginTagToContent("hparams").items())
+        out[run_dir.name] = content
+    return out
+
+
+def _live_sweep(exp, df, extra_point=None):
+    """The callback through a fresh sweep of ``df``'s results; returns the trial runs' live event files (with their
+    modification times) before the experiment ends."""
+    exp.mkdir()
+    cb = TensorBoardCallback(exp, grid=GRID, epsilon=0.015, metric="val_acc")
+    cb.setup()
+    trials = {tid: trial(tid, rows["config/train.lr"].iloc[0], rows["config/seed"].iloc[0])
+              for tid, rows in df.groupby("trial_id")}
+    for row in df.to_dict("records"):
+        cb.on_trial_result(0, list(trials.values()), trials[row["trial_id"]],
+                           {**row, "training_iteration": 1, "done": False})
+    for t in trials.values():
+        cb.on_trial_complete(0, list(trials.values()), t)
+    if extra_point:
+        cb._written.add(extra_point)
+    files = {p: p.stat().st_mtime_ns for p in (exp / "tensorboard").rglob("events.out.tfevents*")}
+    df.to_csv(exp / "results.csv", index=False)
+    cb.on_experiment_end(list(trials.values()))
+    return files
+
+
+def test_a_fresh_sweep_keeps_its_live_curves_and_ends_with_what_a_full_rewrite_writes(tmp_path):
+    df = results()
+    write_tensorboard(tmp_path / "full", df, grid=GRID, epsilon=0.015, metric="val_acc")
+    full = _everything(tmp_path / "full")
+    live = _live_sweep(tmp_path / "live", df)
+    assert all(p.exists() and p.stat().st_mtime_ns == m for p, m in live.items())  # kept, not rewritten
+    assert _everything(tmp_path / "live" / "tensorboard") == full
+    run = "lr=0.1 lam=1e-4 seed=1"
+    assert len(list((tmp_path / "live" / "tensorboard" / run).glob("events*"))) == 2  # + HParams session, verdict
+    # a trial run whose live points differ from results.csv (a level the table no longer holds) is rewritten
+    other = _live_sweep(tmp_path / "other", df, extra_point=(run, 7, "ticket"))
+    assert not any(p.exists() for p in other if p.parent.name == run)
+    assert all(p.exists() for p in other if p.parent.name != run)
+    assert len(list((tmp_path / "other" / "tensorboard" / run).glob("events*"))) == 1
+    assert _everything(tmp_path / "other" / "tensorboard") == full
+
+
 def test_winning_level_is_the_sparsest_level_within_epsilon_of_dense():
     dense = {0: 0.90, 1: 0.92}
     by_level = {0: dense, 1: {0: 0.89, 1: 0.91}, 2: {0: 0.80, 1: 0.91}, 3: {0: 0.895, 1: 0.915}}
