@@ -22,10 +22,7 @@ Runs alternate between the engines (current, previous, current, ...), so changes
 
 ``wall`` is the sweep command's wall time from process start (interpreter and imports included) to the end of
 its summary, without the end-of-sweep figures and report, which are shown on their own (``analysis s``): they are
-not Tune overhead, but the user waits for them. As in ``lth-tune sweep``, the current engine prints the summary
-while its Ray cluster shuts down and draws the figures meanwhile (``analysis s`` then includes waiting for the
-shutdown, if the figures were quicker); the previous engine shuts down before the summary. ``total s`` is the
-whole command. ``workers`` = trials that can run at once: min(search.max_concurrent,
+not Tune overhead, but the user waits for them. ``total s`` is the whole command. ``workers`` = trials that can run at once: min(search.max_concurrent,
 trials, CPUs // resources.cpu) (``--workers`` overrides). ``time_s`` is each level's (or control's) own compute:
 prune, rewind, train, measure. Columns ``start`` / ``fit`` / ``end`` split ``run_sweep`` (checks, data and Ray
 start-up / ``Tuner.fit`` / shutdown and summary); ``before`` is the process start-up and imports before it.
@@ -64,13 +61,10 @@ def child(engine: str, study_path: str, out: str, overrides: list[str]) -> None:
     events: list[tuple] = []
     outcome = sweep.run_sweep(study, source=str(Path(study_path).resolve()), verbose=0,
                               engine=sweep.PREVIOUS_ENGINE if previous else sweep.ENGINE,
-                              callbacks=(lambda: timeline_callback(events, t0),), close_in_background=True)
+                              callbacks=(lambda: timeline_callback(events, t0),))
     t_job = time.monotonic()
-    try:  # as the CLI: the figures are drawn while Ray shuts down
-        if not outcome.results.empty:
-            write_findings(outcome.experiment_dir)
-    finally:
-        outcome.finish()
+    if not outcome.results.empty:
+        write_findings(outcome.experiment_dir)
     analysis = time.monotonic() - t_job
     print("RESULT " + json.dumps({"before": before, **outcome.timings, "analysis": analysis,
                                   "summary_at": t_job - t0, "events": events,

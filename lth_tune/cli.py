@@ -140,12 +140,9 @@ def cmd_sweep(args) -> int:
         study = study.smoke(gpus_available=torch.cuda.is_available())
     print(plan_study(study, time_it=False).summary_line() + f"  (lth-tune plan {args.study} adds time estimates)")
     outcome = run_sweep(study, address=args.address or job_address(), storage=args.storage, resume=args.resume,
-                        source=str(Path(args.study).resolve()), verbose=args.verbose, close_in_background=True)
-    try:  # the figures are drawn while Ray shuts down
-        if not outcome.results.empty:
-            write_findings(outcome.experiment_dir)
-    finally:
-        outcome.finish()
+                        source=str(Path(args.study).resolve()), verbose=args.verbose)
+    if not outcome.results.empty:
+        write_findings(outcome.experiment_dir)
     return 1 if outcome.num_trials and outcome.num_errors == outcome.num_trials else 0
 
 

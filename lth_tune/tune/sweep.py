@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,11 +42,8 @@ class SweepOutcome:
     num_trials: int
     num_errors: int
     #: seconds spent in each phase of :func:`run_sweep` (``start``: checks, data and Ray start-up; ``fit``:
-    #: ``Tuner.fit``; ``end``: ``ray.shutdown`` (unless it closes in the background) and the summary; ``total``)
+    #: ``Tuner.fit``; ``end``: ``ray.shutdown`` and the summary; ``total``)
     timings: dict[str, float] = field(default_factory=dict)
-    #: waits for what the sweep still closes in the background (``run_sweep(close_in_background=True)``: the Ray
-    #: cluster's shutdown, the final TensorBoard rewrite); at once otherwise
-    finish: Callable[[], None] = field(default=lambda: None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -64,8 +60,7 @@ class Engine:
     event file after every result instead of every 10 s. ``overlap_start``: the sweep's local Ray cluster starts
     in the background (:class:`ClusterStart`) while the driver imports Tune and builds the Tuner, instead of
     before.
-    ``overlap_end``: the final TensorBoard rewrite runs while the cluster shuts down, instead of before, and
-    ``run_sweep(close_in_background=True)`` (the CLI) prints the summary meanwhile.
+    ``overlap_end``: the final TensorBoard rewrite runs while the cluster shuts down, instead of before.
     """
 
     reuse_actors: bool = True
@@ -143,14 +138,6 @@ class ClusterStart:
             self._up.wait()
         if self._error is not None:
             raise self._error
-
-    def release(self) -> None:
-        """Let the background thread shut the cluster down, without waiting for it (``stop()`` waits; without a
-        background thread, this is ``stop()``)."""
-        if self._thread is None:
-            self.stop()
-        else:
-            self._done.set()
 
     def stop(self) -> None:
         import ray
@@ -335,16 +322,14 @@ def check_resume(study: StudyConfig, exp_dir: Path, resume: bool) -> None:
 
 def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | None = None,
               resume: bool = False, source: str | None = None, verbose: int = 0,
-              engine: Engine | None = None, callbacks: tuple = (), close_in_background: bool = False) -> SweepOutcome:
+              engine: Engine | None = None, callbacks: tuple = ()) -> SweepOutcome:
     """Validate data, start (or join) Ray, run the Tuner, write results.csv, print the summary.
 
     ``verbose``: 0 the progress display (:mod:`lth_tune.tune.progress`), 1 Tune's tables, 2 also the trials' logs.
     TensorBoard goes to ``<experiment>/tensorboard`` (:mod:`lth_tune.tune.tensorboard`), not Tune's trial dirs.
     ``engine``: how Tune is driven (default :data:`ENGINE`; a resumed sweep keeps the trial-process reuse it started
     with). ``callbacks``: functions returning more Tune callbacks for a new sweep, called once Tune is imported
-    (``bench/study_overhead.py`` times the trials with one). ``close_in_background``: return with the summary
-    while the sweep's own cluster shuts down and the final TensorBoard rewrite finishes (the CLI draws the figures
-    meanwhile); the caller then waits with ``outcome.finish()``."""
+    (``bench/study_overhead.py`` times the trials with one)."""
     t_start = time.monotonic()
     engine = engine or ENGINE
     import ray
@@ -416,17 +401,8 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
         with _env(**quiet_tune(verbose)):
             grid = tuner.fit()
         t_fitted = time.monotonic()
-    except BaseException:
+    finally:
         _close(cluster, views)
-        raise
-
-    def finish() -> None:
-        _close(cluster, views)
-
-    if close_in_background and engine.overlap_end and cluster is not None:
-        cluster.release()  # its thread shuts the cluster down; finish() waits for it
-    else:
-        finish()
     df = order_rows(pd.read_csv(exp_dir / RESULTS_FILE)) if (exp_dir / RESULTS_FILE).is_file() else table.frame()
     errors = sum(1 for r in grid if r.error is not None)
     print(summary(df, study.search.metric, study.search.mode, list(study.search.space)))
@@ -438,7 +414,7 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
           f"{f' (mirrored to {join_uri(remote, TENSORBOARD_DIR)})' if remote else ''}")
     t_end = time.monotonic()
     timings = {"start": t_fit - t_start, "fit": t_fitted - t_fit, "end": t_end - t_fitted, "total": t_end - t_start}
-    return SweepOutcome(exp_dir, df, len(grid), errors, timings, finish)
+    return SweepOutcome(exp_dir, df, len(grid), errors, timings)
 
 
 def _close(cluster: ClusterStart | None, views: list) -> None:

@@ -166,7 +166,9 @@ class RunNames:
 def _writer(log_dir: Path):
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(log_dir), flush_secs=10)
+    # a queue of 1000 events: a result's ≈20 scalars are queued at once (with the default 10 the driver waits,
+    # result after result, for the writer thread to get the GIL); written every 10 s and on close as before
+    return SummaryWriter(log_dir=str(log_dir), flush_secs=10, max_queue=1000)
 
 
 def _add_summary(writer, summary_pb) -> None:
@@ -386,9 +388,12 @@ class TensorBoardCallback(tune.Callback):
     ``mirror``: where to copy the directory (``--storage s3://…``: ``<experiment URI>/tensorboard``); it is copied at most every
     ``upload_every_s`` seconds while results arrive, and when a trial or the experiment ends.
 
-    ``finish_in_background``: the final rewrite (≈1 s for the main job) runs in a thread started by
-    ``on_experiment_end``, so the sweep shuts its Ray cluster down meanwhile; :meth:`wait` joins it. Off for a
-    callback Tune unpickles (a resumed sweep), whose caller cannot reach it to wait.
+    ``finish_in_background``: the final rewrite runs in a thread started by ``on_experiment_end``, so the sweep
+    shuts its Ray cluster down meanwhile; :meth:`wait` joins it (before the sweep's summary). Off for a callback
+    Tune unpickles (a resumed sweep), whose caller cannot reach it to wait. On a sweep that started the experiment,
+    the trials' runs keep the curves written as results arrived, and the rewrite adds their HParams sessions, the
+    mean runs and the layout (:func:`write_tensorboard`'s ``written_live``): ≈0.7 s instead of ≈1.3 s for the main
+    job.
     """
 
     def __init__(self, experiment_dir: str | Path, *, grid: dict[str, list], encoded: dict[str, list] | None = None,

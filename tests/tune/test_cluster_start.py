@@ -72,19 +72,6 @@ def test_cluster_started_in_the_background_serves_the_driver_until_stopped():
     assert not _wait_gone(processes, timeout=30)
 
 
-def test_a_released_cluster_shuts_down_in_its_own_thread():
-    import ray
-
-    cluster = ClusterStart(None, verbose=0)
-    cluster.wait()
-    processes = _ray_processes()
-    assert processes
-    cluster.release()  # returns at once; the cluster's thread shuts it down (the CLI draws figures meanwhile)
-    assert not _wait_gone(processes, timeout=60)
-    cluster.stop()  # waits for the thread: nothing left to do
-    assert not ray.is_initialized()
-
-
 def test_an_error_of_the_start_is_raised_by_wait(monkeypatch):
     import ray
 
