@@ -5,25 +5,17 @@ No throughput target is asserted here (timings depend on the machine); see bench
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
+from tests.bench import load_bench
 
 
 @pytest.fixture(scope="module")
 def throughput():
-    spec = importlib.util.spec_from_file_location("bench_throughput", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_bench("throughput.py")
 
 
 def test_quick_mlp_throughput_is_positive_and_finite(throughput):
