@@ -294,21 +294,13 @@ def write_tensorboard(tb_dir: str | Path, results: pd.DataFrame, *, grid: dict[s
 
 
 def _tags(rows: pd.DataFrame) -> set[str]:
-    """The tags :func:`scalars` gives the rows of ``rows`` (a column with a finite number in a branch's rows)."""
-    from lth_tune.tune.results import TUNE_KEYS
-
+    """The tags :func:`scalars` gives the rows of ``rows``, without going row by row: per branch, the numeric
+    columns holding a finite value, named by :func:`scalars`' own rules."""
     out = set()
     for branch, g in rows.groupby("branch", sort=False):
-        for key in g.columns:
-            if key in TUNE_KEYS or key.startswith(("config/", "_")) or key == "branch":
-                continue
-            values = g[key]
-            if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-                continue
-            if np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)).any():
-                tag = tag_of(key, branch)
-                if tag is not None:
-                    out.add(tag)
+        numeric = g.select_dtypes("number")  # not bool: scalars skips booleans too
+        finite = np.isfinite(numeric.to_numpy(dtype=float, na_value=np.nan)).any(axis=0)
+        out.update(scalars(dict.fromkeys(numeric.columns[finite], 0.0), branch))
     return out
 
 
@@ -320,7 +312,7 @@ def _complete_runs(df: pd.DataFrame, written_live: set[tuple[str, int, str]]) ->
     out = set()
     for run, rows in df.groupby("_run", sort=False):
         points = set(zip(rows["level"].astype(int), rows["branch"]))
-        if rows["trial_id"].nunique() == 1 and len(points) == len(rows) and live.get(run) == points:
+        if rows["trial_id"].nunique() == 1 and live.get(run) == points:  # _frame left one row per point
             out.add(run)
     return out
 
