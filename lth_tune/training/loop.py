@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lth_tune.data import Split, batches
+from lth_tune.pruning import masked_in_place
 from lth_tune.training.optim import Stepper
 from lth_tune.training.regularizers import Regularizer
 
@@ -59,6 +60,7 @@ def train_epochs(
     ``on_iteration(t)`` is called after iteration t (1-based) — IMP uses it to take the rewind snapshot.
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs forward/backward under autocast; ``channels_last``
     feeds 4-D batches in channels-last layout (the model must have been converted by the caller).
+    Masked layers train inside :func:`lth_tune.pruning.masked_in_place` (pruned weights exactly zero, no gradient).
     Returns the mean training loss of the last epoch. Raises ``DivergedError`` on a non-finite loss.
     """
     scheduler = torch.optim.lr_scheduler.MultiStepLR(stepper.optimizer, milestones=list(milestones), gamma=gamma)
@@ -66,38 +68,39 @@ def train_epochs(
     if regularizer is not None and not regularizer.active:
         regularizer = None  # λ = 0 or kind none: not even a "+ 0.0" per step
     iteration, last = 0, math.nan
-    for _epoch in range(epochs):
-        losses, sizes = [], []  # summed once per epoch: no extra kernel per step
-        for x, y in batches(split, batch_size, generator=generator, shuffle=True, augment=augment):
+    with masked_in_place(model):  # pruned weights stored as zeros, their gradients masked: no product per forward
+        for _epoch in range(epochs):
+            losses, sizes = [], []  # summed once per epoch: no extra kernel per step
+            for x, y in batches(split, batch_size, generator=generator, shuffle=True, augment=augment):
 
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
+                if channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
 
-            def closure(x=x, y=y):
-                with (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                      else contextlib.nullcontext()):
-                    loss = F.cross_entropy(model(x), y)
-                if regularizer is not None:
-                    loss = loss + regularizer(model)
-                return loss
+                def closure(x=x, y=y):
+                    with (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                          else contextlib.nullcontext()):
+                        loss = F.cross_entropy(model(x), y)
+                    if regularizer is not None:
+                        loss = loss + regularizer(model)
+                    return loss
 
-            if iteration < warmup_iterations:
-                scheduled = [g["lr"] for g in stepper.optimizer.param_groups]
-                for g in stepper.optimizer.param_groups:
-                    g["lr"] *= (iteration + 1) / warmup_iterations
-                loss = stepper.step(closure)
-                for g, lr in zip(stepper.optimizer.param_groups, scheduled):
-                    g["lr"] = lr  # the milestone schedule keeps its own value
-            else:
-                loss = stepper.step(closure)
-            iteration += 1
-            losses.append(loss)
-            sizes.append(len(y))
-            if on_iteration is not None:
-                on_iteration(iteration)
-        scheduler.step()
-        values = torch.stack(losses).tolist() if losses else []  # one device sync per epoch, not per step
-        last = sum(v * n for v, n in zip(values, sizes)) / max(sum(sizes), 1)
-        if not math.isfinite(last):
-            raise DivergedError(f"training loss is {last} in epoch {_epoch + 1}: lower the learning rate")
+                if iteration < warmup_iterations:
+                    scheduled = [g["lr"] for g in stepper.optimizer.param_groups]
+                    for g in stepper.optimizer.param_groups:
+                        g["lr"] *= (iteration + 1) / warmup_iterations
+                    loss = stepper.step(closure)
+                    for g, lr in zip(stepper.optimizer.param_groups, scheduled):
+                        g["lr"] = lr  # the milestone schedule keeps its own value
+                else:
+                    loss = stepper.step(closure)
+                iteration += 1
+                losses.append(loss)
+                sizes.append(len(y))
+                if on_iteration is not None:
+                    on_iteration(iteration)
+            scheduler.step()
+            values = torch.stack(losses).tolist() if losses else []  # one device sync per epoch, not per step
+            last = sum(v * n for v, n in zip(values, sizes)) / max(sum(sizes), 1)
+            if not math.isfinite(last):
+                raise DivergedError(f"training loss is {last} in epoch {_epoch + 1}: lower the learning rate")
     return last
