@@ -61,6 +61,8 @@ class Engine:
     in the background (:class:`ClusterStart`) while the driver imports Tune and builds the Tuner, instead of
     before.
     ``overlap_end``: the final TensorBoard rewrite runs while the cluster shuts down, instead of before.
+    ``quick_shutdown``: the sweep's own cluster stops with its autoscaler monitor killed first
+    (:func:`shutdown_cluster`), instead of Ray's order, in which the monitor hangs for a second.
     """
 
     reuse_actors: bool = True
@@ -68,6 +70,7 @@ class Engine:
     tensorboard_flush_each: bool = False
     overlap_start: bool = True
     overlap_end: bool = True
+    quick_shutdown: bool = True
 
 
 #: the default
@@ -75,7 +78,7 @@ ENGINE = Engine()
 #: the design before issue 13 (a process per trial, tables rewritten through pandas, TensorBoard flushed per result,
 #: Ray started before the Tuner is built)
 PREVIOUS_ENGINE = Engine(reuse_actors=False, fast_tables=False, tensorboard_flush_each=True, overlap_start=False,
-                         overlap_end=False)
+                         overlap_end=False, quick_shutdown=False)
 
 
 class ClusterStart:
@@ -89,9 +92,10 @@ class ClusterStart:
     would take the cluster with it. ``ray.init`` in the main thread also sets a SIGTERM handler (exit, so ``atexit``
     shuts the cluster down) and, outside it, logs that it cannot: the handler is set here, in the calling thread."""
 
-    def __init__(self, address: str | None, verbose: int, *, background: bool = True):
+    def __init__(self, address: str | None, verbose: int, *, background: bool = True, quick_shutdown: bool = True):
         import threading
 
+        self._shutdown = shutdown_cluster if quick_shutdown else _ray_shutdown
         self._kwargs = {
             # address "local" always starts a fresh cluster for this sweep: without it ray.init() would attach to
             # whatever cluster last ran on this machine (another user's, or a test's)
@@ -131,7 +135,7 @@ class ClusterStart:
             self._up.set()
         self._done.wait()
         if ray.is_initialized():
-            ray.shutdown()
+            self._shutdown()
 
     def wait(self) -> None:
         if self._thread is not None:
@@ -144,10 +148,36 @@ class ClusterStart:
 
         if self._thread is None:
             if ray.is_initialized():
-                ray.shutdown()
+                self._shutdown()
             return
         self._done.set()
         self._thread.join()
+
+
+def shutdown_cluster() -> None:
+    """``ray.shutdown()`` with the autoscaler monitor stopped first.
+
+    ``ray.shutdown`` stops the raylet and the GCS before the monitor; the monitor's SIGTERM handler then reports its
+    end to the GCS that is already gone and hangs until Ray kills it after a one-second grace period: a second at
+    the end of every sweep, with the results already on disk. A sweep's own local cluster has no autoscaler whose
+    end needs reporting, so the monitor is killed outright first (``Node.kill_monitor``, Ray's handle of the
+    processes ``ray.init`` started; a driver that joined a cluster has none and nothing is killed)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    kill_monitor = getattr(node, "kill_monitor", None)
+    if kill_monitor is not None:
+        try:
+            kill_monitor(check_alive=False)
+        except Exception:  # noqa: BLE001 - ray.shutdown below stops it the slow way
+            pass
+    ray.shutdown()
+
+
+def _ray_shutdown() -> None:
+    import ray
+
+    ray.shutdown()
 
 
 def is_uri(path: str) -> bool:
@@ -345,7 +375,8 @@ def run_sweep(study: StudyConfig, *, address: str | None = None, storage: str | 
     # Every check has passed: the cluster may start. Ray's processes come up (≈3 s, mostly the driver waiting for
     # them) while this thread imports Tune's parts, writes the study record and builds the Tuner's parts.
     started_here = not ray.is_initialized()
-    cluster = ClusterStart(address, verbose, background=engine.overlap_start) if started_here else None
+    cluster = ClusterStart(address, verbose, background=engine.overlap_start,
+                           quick_shutdown=engine.quick_shutdown) if started_here else None
     views: list = []
     try:
         import optuna

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lth_tune.tune import sweep
 from lth_tune.tune.sweep import ClusterStart
 
 pytestmark = pytest.mark.e2e
@@ -22,8 +23,8 @@ def _stat(pid: int) -> tuple[int, str] | None:
     return (int(fields[1]), fields[0]) if fields[0] != "Z" else None
 
 
-def _ray_processes() -> list[int]:
-    """This process's descendants that are Ray's GCS or raylet."""
+def _ray_processes(names: tuple[str, ...] = ("gcs_server", "raylet")) -> list[int]:
+    """This process's descendants whose command line names one of ``names`` (default: Ray's GCS and raylet)."""
     parents = {int(p.name): st[0] for p in Path("/proc").iterdir() if p.name.isdigit() and (st := _stat(int(p.name)))}
     mine, grew = {os.getpid()}, True
     while grew:
@@ -36,7 +37,7 @@ def _ray_processes() -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "gcs_server" in cmd or "raylet" in cmd:
+        if any(name in cmd for name in names):
             out.append(pid)
     return out
 
@@ -57,6 +58,8 @@ def test_cluster_started_in_the_background_serves_the_driver_until_stopped():
         cluster.wait()
         processes = _ray_processes()
         assert len(processes) >= 2  # GCS and raylet, children of this process
+        monitor = _ray_processes(("autoscaler/_private/monitor.py",))
+        assert len(monitor) == 1
 
         @ray.remote(num_cpus=1)
         def pid() -> int:
@@ -69,7 +72,7 @@ def test_cluster_started_in_the_background_serves_the_driver_until_stopped():
     finally:
         cluster.stop()
     assert not ray.is_initialized()
-    assert not _wait_gone(processes, timeout=30)
+    assert not _wait_gone(processes + monitor, timeout=30)
 
 
 def test_an_error_of_the_start_is_raised_by_wait(monkeypatch):
@@ -84,3 +87,24 @@ def test_an_error_of_the_start_is_raised_by_wait(monkeypatch):
         cluster.wait()
     cluster.stop()  # nothing to shut down
     assert not ray.is_initialized()
+
+
+def test_the_monitor_is_killed_before_ray_shuts_down_the_gcs(monkeypatch):
+    """Ray's own order stops the GCS first and the monitor then hangs a second reporting to it."""
+    import ray
+
+    calls = []
+
+    class Node:
+        def kill_monitor(self, check_alive=True):
+            calls.append(("kill_monitor", check_alive))
+
+    monkeypatch.setattr(ray._private.worker, "_global_node", Node())
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append(("shutdown", None)))
+    sweep.shutdown_cluster()
+    assert calls == [("kill_monitor", False), ("shutdown", None)]
+
+    calls.clear()
+    monkeypatch.setattr(ray._private.worker, "_global_node", None)  # a driver that joined a cluster: nothing to kill
+    sweep.shutdown_cluster()
+    assert calls == [("shutdown", None)]
