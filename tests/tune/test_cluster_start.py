@@ -108,3 +108,18 @@ def test_the_monitor_is_killed_before_ray_shuts_down_the_gcs(monkeypatch):
     monkeypatch.setattr(ray._private.worker, "_global_node", None)  # a driver that joined a cluster: nothing to kill
     sweep.shutdown_cluster()
     assert calls == [("shutdown", None)]
+
+
+@pytest.mark.parametrize("address,prestart", [(None, True), ("local", True), ("10.0.0.1:6379", False)])
+def test_workers_are_prestarted_only_on_a_cluster_started_here(monkeypatch, address, prestart):
+    """A fresh local cluster starts its workers with the raylet; a joined cluster keeps its own configuration
+    (ray.init refuses a _system_config when it connects)."""
+    seen = {}
+    monkeypatch.setattr(ClusterStart, "_init", lambda self: seen.update(self._kwargs))
+    ClusterStart(address, verbose=0, background=False)
+    assert ("_system_config" in seen) is prestart
+    if prestart:
+        assert seen["_system_config"] == {"enable_worker_prestart": True}
+    seen.clear()
+    ClusterStart(address, verbose=0, background=False, prestart_workers=False)
+    assert "_system_config" not in seen
