@@ -72,6 +72,11 @@ class DataBundle:
             raise ValueError(f"noisy has shape {tuple(self.noisy.shape)}, expected ({len(self.train)},)")
 
 
+#: Splits up to this size (of ``x``) are shuffled by one gather per epoch rather than one per batch: the copy is
+#: cheap next to the device memory a trial has, while a large split (CIFAR on a packed GPU) is not copied.
+WHOLE_EPOCH_GATHER_BYTES = 64 * 2**20
+
+
 def batches(
     split: Split,
     batch_size: int,
@@ -93,6 +98,10 @@ def batches(
     n = len(split)
     stop = n - n % batch_size if drop_last else n
     order = to_device(torch.randperm(n, generator=generator), split.device) if shuffle else None
+    if order is not None and split.x.nbytes <= WHOLE_EPOCH_GATHER_BYTES:
+        # a small split is gathered in epoch order once: its batches are then slices (the same tensors as a gather
+        # per batch, without two gathers per step: ≈5 % of the MNIST-1D MLP's 0.45 ms CPU step)
+        split, order = Split(split.x.index_select(0, order), split.y.index_select(0, order)), None
     for start in range(0, stop, batch_size):
         if order is None:
             x, y = split.x[start : start + batch_size], split.y[start : start + batch_size]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lth_tune.data import DataBundle, Split, batches
+from lth_tune.data import DataBundle, Split, batches, bundle
 
 
 def _split(n: int = 50) -> Split:
@@ -65,3 +65,23 @@ def test_split_subset_and_checks() -> None:
         DataBundle(s, s, s, 10, (1, 4), False, torch.zeros(3, dtype=torch.bool))
     with pytest.raises(ValueError):
         next(batches(s, 0))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_small_splits_gathered_once_per_epoch_give_the_same_batches(monkeypatch, augment) -> None:
+    """Below WHOLE_EPOCH_GATHER_BYTES the epoch is one gather and batches are slices of it; above, one gather per
+    batch: the same tensors, bit for bit, and the same random stream afterwards."""
+    torch.manual_seed(0)
+    s = Split(torch.randn(50, 3, 8, 8), torch.randint(0, 10, (50,)))
+
+    def epoch(limit: int):
+        monkeypatch.setattr(bundle, "WHOLE_EPOCH_GATHER_BYTES", limit)
+        g = torch.Generator().manual_seed(3)
+        out = list(batches(s, 16, generator=g, augment=augment))
+        return out, torch.rand(1, generator=g)
+
+    (once, after_once), (each, after_each) = epoch(2**30), epoch(0)
+    assert len(once) == len(each) == 4
+    for (xa, ya), (xb, yb) in zip(once, each):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert torch.equal(after_once, after_each)
