@@ -508,9 +508,14 @@ def run(
         torch.set_num_threads(previous)
 
 
+def _met(wall: bool, cpu: bool) -> str:
+    """A target's verdict from the wall-clock and the CPU-time measurement."""
+    return "MET" if wall and cpu else "not met" if not (wall or cpu) else "met by CPU time only" if cpu else \
+        "met by wall only"
+
+
 def _verdict(r: dict[str, Any]) -> str:
-    met = [r["ratio"] >= TARGET_RATIO, r["cpu_ratio"] >= TARGET_RATIO]
-    return "MET" if all(met) else ("not met" if not any(met) else "met by CPU time only" if met[1] else "met by wall only")
+    return _met(r["ratio"] >= TARGET_RATIO, r["cpu_ratio"] >= TARGET_RATIO)
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -543,7 +548,7 @@ def format_floor(results: list[dict[str, Any]]) -> str:
     """Ours as a fraction of the compute floor (same masked model, batches already in memory), and masking's cost."""
     head = (f"{'workload':<21}{'ours img/s':>11}{'floor img/s':>12}{'ours/floor':>11}  {'blocks':<11}"
             f"{'CPU-time':>9}{'floor ms/step':>14}{'masking':>9}{'(CPU)':>7}{'reparam':>9}{'(CPU)':>7}"
-            f"  target >= {TARGET_FLOOR:.0%}")
+            f"  target >= {TARGET_FLOOR:.0%}, masking <= {TARGET_MASKING:.0%}")
     title = ("compute floor: the same masked model doing only zero_grad / forward / backward / SGD step on batches "
              "already in memory")
     lines = [title, head, "-" * (len(head) + 6)]
@@ -551,12 +556,8 @@ def format_floor(results: list[dict[str, Any]]) -> str:
         if "of_floor" not in r:
             continue
         fb = r["floor_block_fractions"]
-        met = r["of_floor"] >= TARGET_FLOOR, r["of_floor_cpu"] >= TARGET_FLOOR
-        verdict = "MET" if all(met) else "not met" if not any(met) else "met by CPU time only" if met[1] else \
-            "met by wall only"
-        cheap = r["masking"] <= TARGET_MASKING, r["masking_cpu"] <= TARGET_MASKING
-        verdict += ", masking " + ("MET" if all(cheap) else "not met" if not any(cheap) else
-                                   "met by CPU time only" if cheap[1] else "met by wall only")
+        verdict = (_met(r["of_floor"] >= TARGET_FLOOR, r["of_floor_cpu"] >= TARGET_FLOOR) + ", masking "
+                   + _met(r["masking"] <= TARGET_MASKING, r["masking_cpu"] <= TARGET_MASKING))
         lines.append(f"{r['workload']:<21}{r['ours_img_s']:>11.0f}{r['floor_img_s']:>12.0f}{r['of_floor']:>10.1%}  "
                      f"{min(fb):>4.0%}-{max(fb):<6.0%}{r['of_floor_cpu']:>9.1%}{r['floor_ms_step']:>14.2f}"
                      f"{r['masking']:>9.1%}{r['masking_cpu']:>7.1%}{r['reparam_masking']:>9.1%}"

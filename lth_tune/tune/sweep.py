@@ -99,7 +99,7 @@ class ClusterStart:
                  prestart_workers: bool = True):
         import threading
 
-        self._shutdown = shutdown_cluster if quick_shutdown else _ray_shutdown
+        self._monitor_first = quick_shutdown
         self._kwargs = {
             # address "local" always starts a fresh cluster for this sweep: without it ray.init() would attach to
             # whatever cluster last ran on this machine (another user's, or a test's)
@@ -144,7 +144,7 @@ class ClusterStart:
             self._up.set()
         self._done.wait()
         if ray.is_initialized():
-            self._shutdown()
+            shutdown_cluster(monitor_first=self._monitor_first)
 
     def wait(self) -> None:
         if self._thread is not None:
@@ -157,14 +157,14 @@ class ClusterStart:
 
         if self._thread is None:
             if ray.is_initialized():
-                self._shutdown()
+                shutdown_cluster(monitor_first=self._monitor_first)
             return
         self._done.set()
         self._thread.join()
 
 
-def shutdown_cluster() -> None:
-    """``ray.shutdown()`` with the autoscaler monitor stopped first.
+def shutdown_cluster(*, monitor_first: bool = True) -> None:
+    """``ray.shutdown()``, with the autoscaler monitor stopped first unless ``monitor_first`` is false.
 
     ``ray.shutdown`` stops the raylet and the GCS before the monitor; the monitor's SIGTERM handler then reports its
     end to the GCS that is already gone and hangs until Ray kills it after a one-second grace period: a second at
@@ -173,19 +173,13 @@ def shutdown_cluster() -> None:
     processes ``ray.init`` started; a driver that joined a cluster has none and nothing is killed)."""
     import ray
 
-    node = getattr(ray._private.worker, "_global_node", None)
+    node = getattr(ray._private.worker, "_global_node", None) if monitor_first else None
     kill_monitor = getattr(node, "kill_monitor", None)
     if kill_monitor is not None:
         try:
             kill_monitor(check_alive=False)
         except Exception:  # noqa: BLE001 - ray.shutdown below stops it the slow way
             pass
-    ray.shutdown()
-
-
-def _ray_shutdown() -> None:
-    import ray
-
     ray.shutdown()
 
 

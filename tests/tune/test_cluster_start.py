@@ -105,6 +105,10 @@ def test_the_monitor_is_killed_before_ray_shuts_down_the_gcs(monkeypatch):
     assert calls == [("kill_monitor", False), ("shutdown", None)]
 
     calls.clear()
+    sweep.shutdown_cluster(monitor_first=False)  # PREVIOUS_ENGINE: Ray's own order
+    assert calls == [("shutdown", None)]
+
+    calls.clear()
     monkeypatch.setattr(ray._private.worker, "_global_node", None)  # a driver that joined a cluster: nothing to kill
     sweep.shutdown_cluster()
     assert calls == [("shutdown", None)]
