@@ -59,7 +59,9 @@ def cluster():
 
 
 def write_study(tmp_path, data_root, name):
-    return studies.write_study(tmp_path, data_root, name, space=SPACE, levels=LEVELS, epochs=500,
+    # 1500 epochs a level: trials long enough that kills every 2.5-5 s land on running trials (at 500 epochs, once
+    # training got faster with in-place masks, a CI run's four kills all missed them)
+    return studies.write_study(tmp_path, data_root, name, space=SPACE, levels=LEVELS, epochs=1500,
                                resources={"custom": {"worker": 1}},
                                search={"max_concurrent": WORKERS, "max_failures": -1})
 
