@@ -10,11 +10,12 @@ directory. Engines (:class:`lth_tune.tune.sweep.Engine`):
 
   current   ``sweep.ENGINE``: trial processes reused between trials, results tables rewritten from rows formatted once,
             TensorBoard flushed every 10 s, Ray started in the background while the driver builds the Tuner, the
-            final TensorBoard rewrite while Ray shuts down; the study's own ``search.checkpoint_every_s``
+            final TensorBoard rewrite while Ray shuts down; the study's own ``search.checkpoint_every_s`` and
+            ``search.report_every_s``
   previous  ``sweep.PREVIOUS_ENGINE``: the design before issue 13 (a new process per trial, the tables rewritten
             through a pandas DataFrame and TensorBoard flushed after every result, Ray started before the Tuner
-            is built, the final TensorBoard rewrite before the shutdown), with a checkpoint after every step
-            (``search.checkpoint_every_s=0``, whatever the study file says)
+            is built, the final TensorBoard rewrite before the shutdown), with a report and a checkpoint after
+            every step (``search.checkpoint_every_s=0``, ``search.report_every_s=0``, whatever the study file says)
 
 Runs alternate between the engines (current, previous, current, ...), so changes of machine load hit both.
 
@@ -43,6 +44,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("current", "previous")
+#: before issue 13 a trial reported and checkpointed after every step, whatever the study file says
+PREVIOUS_CADENCE = ["search.checkpoint_every_s=0", "search.report_every_s=0"]
 
 
 def child(engine: str, study_path: str, out: str, overrides: list[str]) -> None:
@@ -53,8 +56,8 @@ def child(engine: str, study_path: str, out: str, overrides: list[str]) -> None:
     from lth_tune.runs.plan import plan_study
     from lth_tune.tune import sweep
 
-    previous = engine == "previous"  # before issue 13 every step was checkpointed, whatever the study file says
-    study = load_study(study_path, [*overrides, *(["search.checkpoint_every_s=0"] if previous else []),
+    previous = engine == "previous"
+    study = load_study(study_path, [*overrides, *(PREVIOUS_CADENCE if previous else []),
                                     f"output.dir={out}"])
     print(plan_study(study, time_it=False).summary_line())
     before = time.monotonic() - t0
@@ -73,12 +76,15 @@ def child(engine: str, study_path: str, out: str, overrides: list[str]) -> None:
 
 def timeline_callback(events: list, t0: float):
     """A Tune callback noting, on the driver, when each result and each trial's end arrived (seconds after ``t0``)
-    and the step's own compute ``time_s``."""
+    and the compute ``time_s`` of the steps it reports."""
     from ray import tune
 
     class Timeline(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            events.append(("result", trial.trial_id, time.monotonic() - t0, float(result.get("time_s") or 0.0)))
+            from lth_tune.tune.trainable import steps_of
+
+            compute = sum(float(step.get("time_s") or 0.0) for step in steps_of(result))
+            events.append(("result", trial.trial_id, time.monotonic() - t0, compute))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             events.append(("complete", trial.trial_id, time.monotonic() - t0, 0.0))

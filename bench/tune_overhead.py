@@ -63,7 +63,10 @@ def measure(root: str, trials: int, levels: int, epochs: int, concurrent: int, r
             self.events.setdefault(trial.trial_id, []).append(("start", time.monotonic(), None))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.events[trial.trial_id].append(("result", time.monotonic(), result["time_s"]))
+            from lth_tune.tune.trainable import steps_of
+
+            compute = sum(step["time_s"] for step in steps_of(result))
+            self.events[trial.trial_id].append(("result", time.monotonic(), compute))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.events[trial.trial_id].append(("end", time.monotonic(), None))

@@ -148,9 +148,13 @@ class ProgressDisplay(tune.Callback):
         self._done_at_start = self.levels_done
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if (result.get("branch") or TICKET) != TICKET or "level" not in result or result.get("diverged"):
+        from lth_tune.tune.trainable import DIVERGED, steps_of
+
+        if result.get(DIVERGED):
             return
-        self._record(trial.trial_id, trial.config, result)
+        for step in steps_of(result):
+            if (step.get("branch") or TICKET) == TICKET and "level" in step:
+                self._record(trial.trial_id, trial.config, step)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._status[trial.trial_id] = "TERMINATED"

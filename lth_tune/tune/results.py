@@ -44,7 +44,7 @@ TUNE_KEYS = _SKIP = {
 def result_row(trial_id: str, trial_name: str, config: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"trial_id": trial_id, "trial_name": trial_name}
     row.update({f"config/{k}": v for k, v in sorted(_flat(config).items())})
-    row.update({k: v for k, v in result.items() if k not in _SKIP and not isinstance(v, dict)})
+    row.update({k: v for k, v in result.items() if k not in _SKIP and not isinstance(v, (dict, list))})
     return row
 
 
@@ -225,16 +225,17 @@ class ResultsTable(tune.Callback):
             logger.warning("could not list the checkpoints of lost trials under %s: %s", location, err)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from lth_tune.tune.trainable import DIVERGED
+        from lth_tune.tune.trainable import DIVERGED, steps_of
 
         if result.get(DIVERGED):  # the trial's last word before it fails: the reason, not a level
             self._diverged[trial.trial_id] = f"DivergedError at level {int(result['level'])}: {result[DIVERGED]}"
             return
-        row = result_row(trial.trial_id, str(trial), trial.config, result)
-        row.setdefault("branch", TICKET)
-        key = (trial.trial_id, int(result["level"]), row["branch"])
-        self.rows[key] = row
-        self._csv.put(key, row)
+        for step in steps_of(result):
+            row = result_row(trial.trial_id, str(trial), trial.config, step)
+            row.setdefault("branch", TICKET)
+            key = (trial.trial_id, int(step["level"]), row["branch"])
+            self.rows[key] = row
+            self._csv.put(key, row)
         done = sum(1 for key in self.rows if key[0] == trial.trial_id and key[2] == TICKET)
         self.status[trial.trial_id] = {"trial_id": trial.trial_id, "trial_name": str(trial),
                                        "status": "RUNNING", "levels": done, "error": ""}

@@ -439,25 +439,31 @@ class TensorBoardCallback(tune.Callback):
         return self.names.run(self.names.params(trial.config), trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from lth_tune.tune.trainable import DIVERGED
+        from lth_tune.tune.trainable import DIVERGED, steps_of
 
-        if result.get(DIVERGED) or "level" not in result:
+        if result.get(DIVERGED):
             return
-        run, level, branch = self._run_of(trial), int(result["level"]), result.get("branch") or TICKET
+        run = self._run_of(trial)
+        for step in steps_of(result):
+            if "level" in step:
+                self._write_step(run, step)
+        self._mirror()
+
+    def _write_step(self, run: str, step: dict) -> None:
+        level, branch = int(step["level"]), step.get("branch") or TICKET
         if (run, level, branch) in self._written:
             return
         try:
             if run not in self._writers:
                 self._writers[run] = _writer(self.tb_dir / run)
             w = self._writers[run]
-            for tag, value in scalars(result, branch).items():
+            for tag, value in scalars(step, branch).items():
                 w.add_scalar(tag, value, level)
             if self.flush_each:  # otherwise the writer flushes every 10 s, on close and before a mirror upload
                 w.flush()
             self._written.add((run, level, branch))
         except OSError as err:  # TensorBoard is a view: a full disk must not end the study
             logger.warning("TensorBoard: could not write %s: %s", run, err)
-        self._mirror()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(self._run_of(trial))

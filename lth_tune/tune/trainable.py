@@ -1,8 +1,10 @@
 """The Ray Tune function trainable: a runner (:mod:`lth_tune.runs`) stepped, reported and checkpointed.
 
-One Tune iteration is one runner step: one IMP level for ``experiment.kind: imp`` (level 0 = dense
-network), one PBP/PFT stage for ``kind: pbp``. Every report carries a checkpoint of the complete run state,
-so a retried or restored trial continues at the next step and reproduces the numbers of an uninterrupted run.
+A step is one runner step: one IMP level for ``experiment.kind: imp`` (level 0 = dense network), one PBP/PFT
+stage for ``kind: pbp``. One Tune iteration reports one step, or the steps since the last report when
+``search.report_every_s`` holds them (:func:`steps_of` reads a result either way). Checkpoints of the complete run
+state go with the reports (every one by default; ``search.checkpoint_every_s``), so a retried or restored trial
+continues after its last checkpoint and reproduces the numbers of an uninterrupted run.
 A trial of a resumed sweep that Tune starts afresh first looks for the checkpoint of a trial with its identity that
 the crashed driver lost (:mod:`lth_tune.tune.adoption`) and continues from there.
 
@@ -34,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: Result key of the last result of a diverged trial: the DivergedError message.
 DIVERGED = "diverged"
+#: Result key of a report that carries several steps (``search.report_every_s``): the metrics of the steps before
+#: the last, in order; the result's own metrics are the last step's. Read a result with :func:`steps_of`.
+EARLIER_STEPS = "earlier_steps"
 #: Result key ranking checkpoints for retention (``CheckpointConfig.checkpoint_score_attribute``): steps the
 #: runner declares worth keeping (``Run.worth_keeping``) rank above every other; among the rest the latest wins.
 CHECKPOINT_SCORE = "checkpoint_score"
@@ -59,13 +64,18 @@ def configure_torch(threads: int, gpu_fraction: float = 0.0) -> None:
 
 
 def run_resumable(run: Run, metric: str, adopt: Callable[[], dict[str, Any] | None] | None = None,
-                  checkpoint_every_s: float = 0.0) -> None:
-    """Restore ``run`` from the trial's latest checkpoint, then ``run.step()`` until ``run.finished``,
-    reporting after every step, with a checkpoint when ``checkpoint_every_s`` seconds passed since the last one
-    (0: every step), when the runner marks the step worth keeping, and after the last step. A report without a
-    checkpoint saves its round trip to the driver and the checkpoint's write and copy (≈8 ms for the main job's
-    MLP, against levels of ≈0.8 s); a retried trial continues after its last checkpoint and reports the steps after
-    it again, with the same numbers (the results table keeps one row per step).
+                  checkpoint_every_s: float = 0.0, report_every_s: float = 0.0) -> None:
+    """Restore ``run`` from the trial's latest checkpoint, then ``run.step()`` until ``run.finished``, reporting the
+    steps, with a checkpoint when ``checkpoint_every_s`` seconds passed since the last one (0: every step), when the
+    runner marks the step worth keeping, and after the last step. A report without a checkpoint saves its round trip
+    to the driver and the checkpoint's write and copy (≈8 ms for the main job's MLP, against levels of ≈0.6 s); a
+    retried trial continues after its last checkpoint and reports the steps after it again, with the same numbers
+    (the results table keeps one row per step).
+
+    Steps are reported as they finish when ``report_every_s`` is 0; otherwise a report waits until that many seconds
+    passed since the last one (or a checkpoint is due) and carries every step since (:data:`EARLIER_STEPS`): each
+    report is a round trip to the driver (≈4 ms here) while the trial waits. A step not yet reported when the trial
+    is lost is recomputed from the last checkpoint, like a reported one.
 
     Without a checkpoint of its own, ``adopt()`` (given on a resumed sweep) may return the state of a lost trial
     of the same configuration (:mod:`lth_tune.tune.adoption`): the run loads it, reports its history again (the
@@ -85,25 +95,34 @@ def run_resumable(run: Run, metric: str, adopt: Callable[[], dict[str, Any] | No
             logger.warning("not adopting the lost trial's checkpoint (%s): starting from scratch", err)
         else:
             for i, metrics in enumerate(run.history):  # the lost trial's steps, under this trial's id
-                _report(run, metrics, metric, checkpoint=i == len(run.history) - 1)
-    last_checkpoint = time.monotonic()
+                _report(run, [metrics], metric, checkpoint=i == len(run.history) - 1)
+    last_checkpoint = last_report = time.monotonic()
+    unreported: list[dict[str, Any]] = []
     while not run.finished:
         try:
-            metrics = run.step()
+            unreported.append(run.step())
         except DivergedError as err:
+            if unreported:
+                _report(run, unreported, metric, checkpoint=False)
             tune.report({**run.position(), DIVERGED: str(err), metric: float("nan")})
             raise
-        due = time.monotonic() - last_checkpoint >= checkpoint_every_s
-        checkpoint = due or run.finished or run.worth_keeping()
-        _report(run, metrics, metric, checkpoint=checkpoint)
-        if checkpoint:
-            last_checkpoint = time.monotonic()
+        now = time.monotonic()
+        checkpoint = now - last_checkpoint >= checkpoint_every_s or run.finished or run.worth_keeping()
+        if checkpoint or now - last_report >= report_every_s:
+            _report(run, unreported, metric, checkpoint=checkpoint)
+            unreported = []
+            last_report = now
+            if checkpoint:
+                last_checkpoint = time.monotonic()
 
 
-def _report(run: Run, step_metrics: dict[str, Any], metric: str, *, checkpoint: bool) -> None:
-    """``tune.report`` one step's metrics, with a checkpoint of the run as it stands now."""
-    metrics = dict(step_metrics)
-    metrics.setdefault(metric, math.nan)
+def _report(run: Run, steps: list[dict[str, Any]], metric: str, *, checkpoint: bool) -> None:
+    """``tune.report`` the metrics of ``steps`` (the last one's as the result, the others under
+    :data:`EARLIER_STEPS`), with a checkpoint of the run as it stands now."""
+    steps = [{**s, metric: s.get(metric, math.nan)} for s in steps]
+    metrics = dict(steps[-1])
+    if len(steps) > 1:
+        metrics[EARLIER_STEPS] = steps[:-1]
     if not checkpoint:
         tune.report(metrics)
         return
@@ -113,12 +132,18 @@ def _report(run: Run, step_metrics: dict[str, Any], metric: str, *, checkpoint: 
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
+def steps_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps a Tune result reports, in order: those a batched report carries (:data:`EARLIER_STEPS`), then the
+    result itself (with Tune's bookkeeping keys, which are not metrics)."""
+    return [*result.get(EARLIER_STEPS, ()), result]
+
+
 def run_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict | None = None,
                   threads: int = 1, gpu_fraction: float = 0.0, metric: str = "val_acc", adopt: str | None = None,
-                  checkpoint_every_s: float = 0.0) -> None:
+                  checkpoint_every_s: float = 0.0, report_every_s: float = 0.0) -> None:
     """One trial: the runner of ``experiment.kind`` (IMP or PBP) for the trial's configuration; ``adopt``: where a
-    resumed sweep lists the checkpoints of lost trials (:mod:`lth_tune.tune.adoption`); ``checkpoint_every_s``:
-    ``search.checkpoint_every_s``."""
+    resumed sweep lists the checkpoints of lost trials (:mod:`lth_tune.tune.adoption`); ``checkpoint_every_s``,
+    ``report_every_s``: ``search.checkpoint_every_s``, ``search.report_every_s``."""
     configure_torch(threads, gpu_fraction)
     cfg = trial_config(base, config, encoded)
     adopted = None
@@ -126,7 +151,7 @@ def run_trainable(config: dict[str, Any], *, base: dict[str, Any], encoded: dict
         from lth_tune.tune.adoption import adoptable_state
 
         adopted = functools.partial(adoptable_state, adopt, cfg.model_dump(mode="json"))
-    run_resumable(RUNS[cfg.kind](cfg), metric, adopted, checkpoint_every_s)
+    run_resumable(RUNS[cfg.kind](cfg), metric, adopted, checkpoint_every_s, report_every_s)
 
 
 class NoRetryOnDivergence(tune.Callback):

@@ -114,16 +114,66 @@ def test_the_monitor_is_killed_before_ray_shuts_down_the_gcs(monkeypatch):
     assert calls == [("shutdown", None)]
 
 
-@pytest.mark.parametrize("address,prestart", [(None, True), ("local", True), ("10.0.0.1:6379", False)])
-def test_workers_are_prestarted_only_on_a_cluster_started_here(monkeypatch, address, prestart):
-    """A fresh local cluster starts its workers with the raylet; a joined cluster keeps its own configuration
+@pytest.mark.parametrize("address,own", [(None, True), ("local", True), ("10.0.0.1:6379", False)])
+def test_idle_workers_are_turned_off_only_on_a_cluster_started_here(monkeypatch, address, own):
+    """A fresh local cluster starts no default worker processes; a joined cluster keeps its own configuration
     (ray.init refuses a _system_config when it connects)."""
     seen = {}
     monkeypatch.setattr(ClusterStart, "_init", lambda self: seen.update(self._kwargs))
     ClusterStart(address, verbose=0, background=False)
-    assert ("_system_config" in seen) is prestart
-    if prestart:
-        assert seen["_system_config"] == {"enable_worker_prestart": True}
+    assert ("_system_config" in seen) is own
+    if own:
+        assert seen["_system_config"] == {"prestart_worker_first_driver": False}
     seen.clear()
-    ClusterStart(address, verbose=0, background=False, prestart_workers=False)
+    ClusterStart(address, verbose=0, background=False, no_idle_workers=False)
     assert "_system_config" not in seen
+
+
+def _workers() -> list[int]:
+    """Ray worker processes of this process's cluster: an idle one is titled ``ray::IDLE``, one still booting runs
+    ``default_worker.py`` (the raylet's own command line names that script too, as an argument)."""
+    out = []
+    for pid in _ray_processes(("default_worker.py", "ray::IDLE")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv[0].startswith("ray::IDLE") or (len(argv) > 1 and argv[1].endswith("default_worker.py")):
+            out.append(pid)
+    return out
+
+
+def _trial_pid(tmp_path) -> int:
+    """The process a one-step Tune trial ran in."""
+    from ray import tune
+
+    def trainable(config):
+        tune.report({"pid": os.getpid()})
+
+    grid = tune.Tuner(trainable, run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    return int(grid[0].metrics["pid"])
+
+
+def test_tune_trials_never_run_in_the_default_workers_so_none_are_started(tmp_path):
+    """Why ``no_idle_workers``: with Ray's default, the worker processes started when the driver connects sit idle
+    while Tune's trial (an actor with Tune's runtime environment) gets a process of its own; turned off, no worker
+    process exists until a trial asks for one, and the trial still runs."""
+    cluster = ClusterStart(None, verbose=0, no_idle_workers=False)
+    try:
+        cluster.wait()
+        deadline = time.monotonic() + 30
+        while not (idle := _workers()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert idle, "Ray's default: worker processes once the driver connects"
+        assert _trial_pid(tmp_path / "default") not in idle
+    finally:
+        cluster.stop()
+
+    cluster = ClusterStart(None, verbose=0)
+    try:
+        cluster.wait()
+        time.sleep(3)  # the default workers above appeared within a second or two
+        assert not _workers()
+        assert _trial_pid(tmp_path / "off") > 0
+    finally:
+        cluster.stop()

@@ -62,14 +62,17 @@ def test_sweep_writes_results_tensorboard_and_summary(tmp_path, data_root, capsy
     assert_each_trial_matches_uninterrupted_run(df, path, KEYS)
 
 
-def test_controls_and_instability_through_tune_and_analyze(tmp_path, data_root, capsys):
-    """Controls are Tune iterations of their own (rows told apart by branch), equal to an in-process run, and
-    `analyze` turns them into winning-ticket verdicts."""
+@pytest.mark.parametrize("cadence", [{}, {"report_every_s": 1e9, "checkpoint_every_s": 1e9}],
+                         ids=["a report per step", "steps batched into the checkpointed reports"])
+def test_controls_and_instability_through_tune_and_analyze(tmp_path, data_root, capsys, cadence):
+    """Controls are steps of their own (rows told apart by branch), equal to an in-process run, and `analyze` turns
+    them into winning-ticket verdicts; with ``search.report_every_s`` a report carries the steps since the last one,
+    and the tables and TensorBoard get every step all the same."""
     torch.set_num_threads(1)
     path = write_study(tmp_path, data_root, "controls", levels=2,
                        space={"train.lr": {"choice": [0.02, 0.2]}, "seed": {"choice": [0, 1]}},
                        experiment={"controls": {"kinds": ["reinit", "random_prune"], "levels": "last"},
-                                   "instability": {"levels": "last", "points": 3}})
+                                   "instability": {"levels": "last", "points": 3}}, search=cadence)
     assert main(["sweep", str(path), "-v", "0"]) == 0
     exp = tmp_path / "results" / "controls"
     df = pd.read_csv(exp / "results.csv")
@@ -79,6 +82,18 @@ def test_controls_and_instability_through_tune_and_analyze(tmp_path, data_root, 
     assert last["instability_barrier"].notna().all() and (last["instability_barrier"] >= 0).all()
     assert (pd.read_csv(exp / "trials.csv")["levels"] == 3).all()  # ticket levels, controls not counted
     assert_each_trial_matches_uninterrupted_run(df, path, ["train.lr", "seed"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted(d for d in (exp / "tensorboard").iterdir() if "seed=" in d.name)  # not the means over seeds
+    assert len(runs) == 4
+    for d in runs:
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("ticket/density")] == [0, 1, 2]
+    # one Tune result per level and control (5), or a single one: the controls of the last level run before its
+    # ticket step, which is the trial's last and the only one checkpointed
+    iterations = pd.read_csv(next(exp.glob("trial_*/progress.csv")))["training_iteration"]
+    assert len(iterations) == (1 if cadence else 5)
     text = (exp / "analysis" / "tickets.md").read_text()
     assert "lr=0.02" in text and "lr=0.2" in text and "reinit" in text
     assert (exp / "analysis" / "tickets_vs_controls.png").stat().st_size > 5000

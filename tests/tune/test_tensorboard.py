@@ -273,3 +273,22 @@ def test_progress_display_block_and_throttling(tmp_path):
     q.on_step_end(0, [])
     assert tty.getvalue().count("\x1b[1F") == 1  # redrawn in place
     assert duration(42) == "42s" and duration(192) == "3m12s" and duration(3900) == "1h05m"
+
+
+def test_progress_counts_every_level_of_a_batched_report(tmp_path):
+    """``search.report_every_s``: one result carries the levels since the last report (``earlier_steps``)."""
+    from lth_tune.tune.trainable import EARLIER_STEPS
+
+    out = io.StringIO()
+    p = ProgressDisplay(tmp_path, total_trials=1, expected_levels=3, metric="val_acc", mode="max",
+                        name_of=RunNames(GRID).trial, trial_levels=lambda config: 3, stream=out, tty=False,
+                        interval_s=0)
+    p.setup()
+    t0 = trial("t0", 0.01, 0)
+    p.on_trial_result(0, [t0], t0, {"level": 2, "branch": "ticket", "val_acc": 0.6, "density": 0.64, EARLIER_STEPS: [
+        {"level": 0, "branch": "ticket", "val_acc": 0.9, "density": 1.0},
+        {"level": 2, "branch": "reinit", "val_acc": 0.95},  # a control: not a level
+        {"level": 1, "branch": "ticket", "val_acc": 0.7, "density": 0.8}]})
+    p.on_step_end(0, [t0])
+    line = out.getvalue().splitlines()[-1]
+    assert "levels 3/3" in line and "best so far: val_acc 0.6000 at level 2" in line

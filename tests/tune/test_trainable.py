@@ -115,3 +115,63 @@ def test_steps_worth_keeping_are_checkpointed_whatever_the_interval(tmp_path, da
     trainable_mod.run_resumable(IMPRun(cfg, device="cpu"), "val_acc", checkpoint_every_s=1e9)
     assert [(m["level"], state is not None) for m, state in fake.reports] == [
         (0, False), (1, True), (2, False), (3, True)]
+
+
+def test_batched_reports_carry_every_step_with_the_numbers_of_one_report_per_step(experiment, monkeypatch):
+    # Clock readings 6 s apart: the start (0), one after every step and one after every checkpoint. With
+    # report_every_s=10 and no checkpoint due before the last step: level 0 at 6 waits, level 1 at 12 is reported
+    # with it, level 2 at 18 waits, level 3 at 24 is the last (checkpointed) and is reported with level 2.
+    batched = RecordingTune()
+    monkeypatch.setattr(trainable_mod, "tune", batched)
+    monkeypatch.setattr(trainable_mod, "time", FakeClock(6.0))
+    trainable_mod.run_resumable(IMPRun(experiment, device="cpu"), "val_acc", checkpoint_every_s=1e9,
+                                report_every_s=10.0)
+    assert [([s["level"] for s in trainable_mod.steps_of(m)], state is not None) for m, state in batched.reports] == [
+        ([0, 1], False), ([2, 3], True)]
+    assert trainable_mod.EARLIER_STEPS not in batched.reports[1][1]  # the checkpoint holds the run, not the report
+
+    each = RecordingTune()
+    monkeypatch.setattr(trainable_mod, "tune", each)
+    trainable_mod.run_resumable(IMPRun(experiment, device="cpu"), "val_acc", checkpoint_every_s=1e9)
+    assert [m["level"] for m, _ in each.reports] == [0, 1, 2, 3]
+    steps = [s for m, _ in batched.reports for s in trainable_mod.steps_of(m)]
+    assert [_numbers({k: v for k, v in s.items() if k != trainable_mod.EARLIER_STEPS}) for s in steps] == [
+        _numbers(m) for m, _ in each.reports]
+
+
+class DivergingRun:
+    """A runner whose third step diverges."""
+
+    CHECKPOINT_FILE = IMPRun.CHECKPOINT_FILE
+
+    def __init__(self):
+        self.history: list[dict] = []
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def step(self) -> dict:
+        from lth_tune.training import DivergedError
+
+        if len(self.history) == 2:
+            raise DivergedError("training loss is nan in epoch 1")
+        self.history.append({"level": len(self.history), "branch": "ticket", "val_acc": 0.5})
+        return self.history[-1]
+
+    def worth_keeping(self) -> bool:
+        return False
+
+    def position(self) -> dict:
+        return {"level": len(self.history), "branch": "ticket"}
+
+
+def test_steps_waiting_for_a_report_are_reported_before_a_divergence(monkeypatch):
+    fake = RecordingTune()
+    monkeypatch.setattr(trainable_mod, "tune", fake)
+    from lth_tune.training import DivergedError
+
+    with pytest.raises(DivergedError):
+        trainable_mod.run_resumable(DivergingRun(), "val_acc", checkpoint_every_s=1e9, report_every_s=1e9)
+    assert [[s["level"] for s in trainable_mod.steps_of(m)] for m, _ in fake.reports] == [[0, 1], [2]]
+    assert [trainable_mod.DIVERGED in m for m, _ in fake.reports] == [False, True]
