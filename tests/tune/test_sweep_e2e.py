@@ -112,9 +112,12 @@ def test_sweep_refuses_to_overwrite_and_bad_input_exits_2(tmp_path, data_root, c
     assert not (tmp_path / "results" / "other").exists()
 
 
-def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_path, data_root):
-    # levels of ≈0.4 s (60 epochs of the tiny split): long enough that the driver dies with trials still running
-    path = make_study(tmp_path, data_root, levels=3, epochs=60, name="resume")
+@pytest.mark.parametrize("cadence", [{}, {"checkpoint_every_s": 1.0, "report_every_s": 0.6}],
+                         ids=["every level reported and checkpointed", "levels held for reports and checkpoints"])
+def test_kill_and_resume_gives_every_row_once_with_uninterrupted_numbers(tmp_path, data_root, cadence):
+    # levels of ≈0.4 s (60 epochs of the tiny split): long enough that the driver dies with trials still running;
+    # with the cadence, levels not yet reported or checkpointed at the kill are recomputed with the same numbers
+    path = write_study(tmp_path, data_root, "resume", levels=3, epochs=60, search=cadence)
     exp = tmp_path / "results" / "resume"
     cmd = [sys.executable, "-m", "lth_tune.cli", "sweep", str(path), "-v", "0"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
