@@ -244,12 +244,18 @@ def test_winning_level_is_the_sparsest_level_within_epsilon_of_dense():
     assert winning_level(dense, {0: dense, 1: {0: 0.5, 1: 0.5}}, epsilon=0.01)[0] is None
 
 
+def progress(tmp_path, out, *, total_trials: int, interval_s: float) -> ProgressDisplay:
+    """The progress block of a study of the GRID with 3 levels a trial, written to ``out`` as to a file."""
+    p = ProgressDisplay(tmp_path, total_trials=total_trials, expected_levels=3, metric="val_acc", mode="max",
+                        name_of=RunNames(GRID).trial, trial_levels=lambda config: 3, stream=out, tty=False,
+                        interval_s=interval_s)
+    p.setup()
+    return p
+
+
 def test_progress_display_block_and_throttling(tmp_path):
     out = io.StringIO()
-    p = ProgressDisplay(tmp_path, total_trials=4, expected_levels=3, metric="val_acc", mode="max",
-                        name_of=RunNames(GRID).trial, trial_levels=lambda config: 3, stream=out, tty=False,
-                        interval_s=3600)
-    p.setup()
+    p = progress(tmp_path, out, total_trials=4, interval_s=3600)
     t0, t1 = trial("t0", 0.01, 0), trial("t1", 0.1, 1)
     p.on_step_end(0, [t0, t1])  # first line at once, then at most every interval_s
     p.on_trial_result(0, [t0, t1], t0, {"level": 0, "branch": "ticket", "val_acc": 0.7, "density": 1.0})
@@ -280,10 +286,7 @@ def test_progress_counts_every_level_of_a_batched_report(tmp_path):
     from lth_tune.tune.trainable import EARLIER_STEPS
 
     out = io.StringIO()
-    p = ProgressDisplay(tmp_path, total_trials=1, expected_levels=3, metric="val_acc", mode="max",
-                        name_of=RunNames(GRID).trial, trial_levels=lambda config: 3, stream=out, tty=False,
-                        interval_s=0)
-    p.setup()
+    p = progress(tmp_path, out, total_trials=1, interval_s=0)
     t0 = trial("t0", 0.01, 0)
     p.on_trial_result(0, [t0], t0, {"level": 2, "branch": "ticket", "val_acc": 0.6, "density": 0.64, EARLIER_STEPS: [
         {"level": 0, "branch": "ticket", "val_acc": 0.9, "density": 1.0},
