@@ -66,16 +66,19 @@ def accuracy_vs_lambda(study: dict, df: pd.DataFrame, out: Path) -> Path | None:
 def accuracy_vs_density(study: dict, df: pd.DataFrame, out: Path, search_keys: list[str]) -> Path:
     """Test accuracy vs density (log x) for every configuration (averaged over seeds if seed was searched)."""
     keys = [k for k in search_keys if k != "seed"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
     label_cols = [f"config/{k}" for k in keys]
-    groups = df.groupby(label_cols) if label_cols else [((), df)]
-    for name, sub in groups:
+    groups = list(df.groupby(label_cols)) if label_cols else [((), df)]
+    many = len(groups) > 10  # more curves than the default colour cycle: a legend beside the axes, 20 colours
+    fig, ax = plt.subplots(figsize=(10, 4.5) if many else (6.5, 4))
+    colours = plt.cm.tab20.colors if many else [None] * len(groups)
+    for (name, sub), colour in zip(groups, colours):
         curve = sub.groupby("level").agg(density=("density", "mean"), acc=("test_acc", "mean"))
         name = name if isinstance(name, tuple) else (name,)
-        ax.plot(curve["density"], curve["acc"], marker=".", label=", ".join(f"{k}={v}" for k, v in zip(keys, name)))
+        ax.plot(curve["density"], curve["acc"], marker=".", color=colour,
+                label=", ".join(f"{k}={v}" for k, v in zip(keys, name)))
     density_axis(ax)
     ax.set_xlabel("density (fraction of weights remaining)")
     ax.set_ylabel("test accuracy")
-    if len(ax.lines) <= 16:
-        ax.legend(fontsize=7)
+    if len(ax.lines) <= 20:
+        ax.legend(fontsize=7, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if many else {}))
     return save(fig, out / "accuracy_vs_density.png")
